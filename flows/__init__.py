@@ -1,0 +1,1 @@
+"""The pipeline as a user sees it: the Prefect flow, its config, and the `tokenmill` CLI."""

@@ -1,0 +1,100 @@
+"""Token datasets the trainer reads: memory-mapped Arrow files written by the data stages.
+
+LM blocks: one column `tokens`, fixed_size_list<uint16|uint32>[seq_len + 1].
+Labelled sets: `tokens` (fixed-size, padded), `length`, `label`.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+
+def read_fixed_tokens(path: Path | str) -> list[np.ndarray]:
+    """Zero-copy views (one per record batch) of a fixed-size token column: each (rows, width)."""
+    reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+    views = []
+    for i in range(reader.num_record_batches):
+        column = reader.get_batch(i).column("tokens")
+        width = column.type.list_size
+        flat = column.values.to_numpy(zero_copy_only=True)
+        views.append(flat.reshape(-1, width))
+    return views
+
+
+class TokenArrays:
+    """Row access across the record batches of a memory-mapped Arrow file."""
+
+    def __init__(self, path: Path | str, extra_columns: tuple[str, ...] = ()):
+        self.parts = read_fixed_tokens(path)
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+        table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all() if extra_columns else None
+        self.extra = {name: table.column(name).to_numpy() for name in extra_columns} if table else {}
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def rows(self, indices: np.ndarray) -> np.ndarray:
+        part = np.searchsorted(self.offsets, indices, side="right") - 1
+        return np.stack([self.parts[p][i - self.offsets[p]] for p, i in zip(part, indices)])
+
+
+def epoch_order(num_rows: int, seed: int, epoch: int) -> np.ndarray:
+    """The same permutation on every rank for a given (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(num_rows)
+
+
+def rank_batches(num_rows: int, batch_size: int, seed: int, rank: int, world: int) -> Iterator[np.ndarray]:
+    """Endless batches of row indices for one rank: each epoch split evenly across ranks."""
+    per_rank = num_rows // world
+    if per_rank < batch_size:
+        raise ValueError(f"{num_rows} rows cannot fill a batch of {batch_size} on each of {world} ranks")
+    epoch = 0
+    while True:
+        mine = epoch_order(num_rows, seed, epoch)[rank::world][:per_rank]
+        for start in range(0, per_rank - batch_size + 1, batch_size):
+            yield mine[start : start + batch_size]
+        epoch += 1
+
+
+def lm_batch(blocks: TokenArrays, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = torch.from_numpy(blocks.rows(indices).astype(np.int64))  # (B, T + 1)
+    return rows[:, :-1], rows[:, 1:]
+
+
+def labelled_batch(data: TokenArrays, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    tokens = torch.from_numpy(data.rows(indices).astype(np.int64))
+    lengths = torch.from_numpy(data.extra["length"][indices].astype(np.int64))
+    labels = torch.from_numpy(data.extra["label"][indices].astype(np.int64))
+    return tokens, lengths, labels
+
+
+def token_dtype(vocab_size: int) -> pa.DataType:
+    return pa.uint16() if vocab_size <= 2**16 else pa.uint32()
+
+
+class TokenRowWriter:
+    """Writes fixed-width token rows (plus optional int columns) as an Arrow IPC file, batch by batch."""
+
+    def __init__(self, path: Path, width: int, vocab_size: int, extra_columns: tuple[str, ...] = ()):
+        self.dtype = token_dtype(vocab_size)
+        fields = [pa.field("tokens", pa.list_(self.dtype, width))] + [pa.field(c, pa.int64()) for c in extra_columns]
+        self.schema = pa.schema(fields)
+        self.width, self.num_rows = width, 0
+        self.sink = pa.OSFile(str(path), "wb")
+        self.writer = pa.ipc.new_file(self.sink, self.schema)
+
+    def write(self, rows: np.ndarray, **extra: np.ndarray) -> None:
+        if len(rows) == 0:
+            return
+        flat = pa.array(rows.reshape(-1).astype(self.dtype.to_pandas_dtype()), type=self.dtype)
+        columns = [pa.FixedSizeListArray.from_arrays(flat, self.width)]
+        columns += [pa.array(extra[f.name], pa.int64()) for f in list(self.schema)[1:]]
+        self.writer.write_batch(pa.record_batch(columns, schema=self.schema))
+        self.num_rows += len(rows)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.sink.close()

@@ -1,0 +1,57 @@
+"""Evaluation that needs the model: perplexity, classifier predictions, generation. Torch only."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model.data import TokenArrays, labelled_batch, lm_batch
+from model.gpt import GPT, GPTClassifier
+
+
+@torch.no_grad()
+def perplexity(model: GPT, blocks_path: Path, batch_size: int = 16, max_blocks: int | None = None) -> dict:
+    blocks = TokenArrays(blocks_path)
+    num_blocks = len(blocks) if max_blocks is None else min(len(blocks), max_blocks)
+    total_loss, total_tokens = 0.0, 0
+    for start in range(0, num_blocks, batch_size):
+        x, y = lm_batch(blocks, np.arange(start, min(start + batch_size, num_blocks)))
+        logits = model(x)
+        total_loss += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
+        total_tokens += y.numel()
+    mean_loss = total_loss / max(1, total_tokens)
+    return {"loss": mean_loss, "perplexity": math.exp(mean_loss), "tokens": total_tokens}
+
+
+@torch.no_grad()
+def predict(model: GPTClassifier, data_path: Path, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(true labels, predicted labels) for every row of a labelled token file."""
+    data = TokenArrays(data_path, ("length", "label"))
+    truth, predicted = [], []
+    for start in range(0, len(data), batch_size):
+        tokens, lengths, labels = labelled_batch(data, np.arange(start, min(start + batch_size, len(data))))
+        predicted.append(model(tokens, lengths).argmax(-1).numpy())
+        truth.append(labels.numpy())
+    return np.concatenate(truth), np.concatenate(predicted)
+
+
+@torch.no_grad()
+def generate(model: GPT, prompt_ids: list[int], max_new_tokens: int, top_p: float | None = None,
+             temperature: float = 1.0, seed: int = 0) -> list[int]:
+    """Greedy decoding when top_p is None, nucleus sampling otherwise."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = list(prompt_ids)
+    for _ in range(max_new_tokens):
+        context = torch.tensor([ids[-model.cfg.seq_len :]])
+        logits = model(context)[0, -1].float()
+        if top_p is None:
+            ids.append(int(logits.argmax()))
+            continue
+        probs = F.softmax(logits / temperature, dim=-1)
+        sorted_probs, order = probs.sort(descending=True)
+        keep = sorted_probs.cumsum(0) - sorted_probs < top_p  # smallest set whose mass reaches top_p
+        choice = torch.multinomial(sorted_probs * keep, 1, generator=generator)
+        ids.append(int(order[choice]))
+    return ids[len(prompt_ids) :]

@@ -1,0 +1,60 @@
+"""The training spec: everything one `deepspeed model/train.py spec.json` run needs.
+
+Plain dataclasses (validated at the CLI/flow boundary by pydantic; here we only
+round-trip JSON), so that model/ stays free of prefect and ray.
+"""
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from model.gpt import GPTConfig
+
+
+@dataclass
+class TrainConfig:
+    # pydantic (at the CLI boundary) rejects unknown keys; plain dataclass everywhere else
+    __pydantic_config__ = {"extra": "forbid"}
+
+    max_steps: int = 100
+    micro_batch_size: int = 8
+    grad_accum_steps: int = 1
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 10
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    precision: Literal["fp32", "bf16"] = "fp32"
+    seed: int = 1234
+    log_every: int = 10
+    eval_every: int = 50
+    eval_batches: int = 8
+
+
+@dataclass
+class TrainSpec:
+    objective: Literal["lm", "classify"]
+    model: GPTConfig
+    train: TrainConfig
+    train_data: str
+    val_data: str
+    out_dir: str
+    init_from: str | None = None  # safetensors of a pretrained GPT backbone
+    num_classes: int = 0
+    class_weights: list[float] | None = None
+    label_names: list[str] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> "TrainSpec":
+        raw = json.loads(Path(path).read_text())
+        raw["model"] = GPTConfig(**raw["model"])
+        train = raw["train"]
+        train["betas"] = tuple(train["betas"])
+        raw["train"] = TrainConfig(**train)
+        return cls(**raw)

@@ -1,0 +1,181 @@
+"""One training loop for pretraining (next-token LM) and fine-tuning (classification).
+
+    deepspeed --num_gpus N model/train.py spec.json          # GPUs
+    DS_ACCELERATOR=cpu deepspeed --num_gpus 2 model/train.py spec.json   # 2 CPU ranks over gloo
+
+Rank 0 appends one JSON object a line to <out_dir>/metrics.jsonl and writes the
+weights as <out_dir>/model.safetensors.
+"""
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+if __package__ in (None, ""):  # run as a file by the launcher: make `model` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model import engine as ds
+from model.data import TokenArrays, labelled_batch, lm_batch, rank_batches
+from model.gpt import GPT, GPTClassifier
+from model.spec import TrainSpec
+from model.weights import load_into, save_weights
+
+
+class Objective:
+    """What differs between pretraining and fine-tuning: data, model, loss, validation."""
+
+    def __init__(self, spec: TrainSpec):
+        self.spec = spec
+        extra = ("length", "label") if spec.objective == "classify" else ()
+        self.train_rows = TokenArrays(spec.train_data, extra)
+        self.val_rows = TokenArrays(spec.val_data, extra)
+
+    def build_model(self) -> torch.nn.Module:
+        backbone = GPT(self.spec.model)
+        if self.spec.init_from:
+            load_into(backbone, Path(self.spec.init_from))
+        if self.spec.objective == "lm":
+            return backbone
+        return GPTClassifier(backbone, self.spec.num_classes)
+
+    def batch(self, rows: TokenArrays, indices: np.ndarray):
+        return lm_batch(rows, indices) if self.spec.objective == "lm" else labelled_batch(rows, indices)
+
+    def loss(self, engine, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (loss, logits); logits are (B, T, V) for lm and (B, C) for classify."""
+        if self.spec.objective == "lm":
+            x, y = (t.to(engine.device) for t in batch)
+            logits = engine(x)
+            return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()), logits
+        tokens, lengths, labels = (t.to(engine.device) for t in batch)
+        logits = engine(tokens, lengths)
+        weight = torch.tensor(self.spec.class_weights, device=logits.device) if self.spec.class_weights else None
+        return F.cross_entropy(logits.float(), labels, weight=weight), logits
+
+    def tokens_in(self, batch) -> int:
+        return batch[0].numel()
+
+
+def all_mean(value: float) -> float:
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.item() / dist.get_world_size()
+
+
+def evaluate(engine, objective: Objective, rank: int, world: int) -> dict:
+    cfg = objective.spec.train
+    engine.eval()
+    losses, num_classes = [], max(objective.spec.num_classes, 1)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    per_rank = len(objective.val_rows) // world
+    indices = np.arange(rank, world * per_rank, world)  # every rank sees its own val rows
+    batch_limit = cfg.eval_batches if objective.spec.objective == "lm" else None
+    with torch.no_grad():
+        for i, start in enumerate(range(0, len(indices), cfg.micro_batch_size)):
+            if batch_limit is not None and i >= batch_limit:
+                break
+            batch = objective.batch(objective.val_rows, indices[start : start + cfg.micro_batch_size])
+            loss, logits = objective.loss(engine, batch)
+            losses.append(loss.item())
+            if objective.spec.objective == "classify":
+                for t, p in zip(batch[2].tolist(), logits.argmax(-1).tolist()):
+                    confusion[t, p] += 1
+    engine.train()
+    dist.all_reduce(confusion)
+    result = {"loss": all_mean(float(np.mean(losses)) if losses else float("nan"))}
+    if objective.spec.objective == "classify":
+        result["macro_f1"] = macro_f1(confusion)
+    return result
+
+
+def macro_f1(confusion: torch.Tensor) -> float:
+    tp = confusion.diag()
+    precision = tp / confusion.sum(0).clamp(min=1)
+    recall = tp / confusion.sum(1).clamp(min=1)
+    f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+    return f1.mean().item()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(spec: TrainSpec) -> None:
+    rank, world = ds.init_distributed()
+    torch.set_num_threads(ds.threads_per_rank())
+    cfg = spec.train
+    seed_everything(cfg.seed)
+    objective = Objective(spec)
+    engine = ds.initialize(objective.build_model(), cfg)
+    out_dir = Path(spec.out_dir)
+    log = MetricsLog(out_dir / "metrics.jsonl", enabled=rank == 0)
+    batches = rank_batches(len(objective.train_rows), cfg.micro_batch_size, cfg.seed, rank, world)
+    best = -1.0
+    started = time.perf_counter()
+    for step in range(1, cfg.max_steps + 1):
+        step_started, losses, num_tokens = time.perf_counter(), [], 0
+        for _ in range(cfg.grad_accum_steps):
+            batch = objective.batch(objective.train_rows, next(batches))
+            loss, _ = objective.loss(engine, batch)
+            engine.backward(loss)
+            engine.step()  # DeepSpeed only steps the optimizer at the accumulation boundary
+            losses.append(loss.item())
+            num_tokens += objective.tokens_in(batch) * world
+        if step % cfg.log_every == 0 or step in (1, cfg.max_steps):
+            elapsed = time.perf_counter() - step_started
+            log.write(split="train", step=step, loss=all_mean(float(np.mean(losses))), lr=engine.get_lr()[0],
+                      tokens_per_s=num_tokens / elapsed, elapsed_s=time.perf_counter() - started)
+        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+            result = evaluate(engine, objective, rank, world)
+            log.write(split="val", step=step, **result)
+            # classification keeps its best checkpoint by validation F1 (early stopping's memory)
+            score = result.get("macro_f1", step)
+            if spec.objective == "lm" or score > best:
+                best = score
+                save(engine, spec, out_dir)
+    log.write(split="done", step=cfg.max_steps, elapsed_s=time.perf_counter() - started, world_size=world)
+
+
+def save(engine, spec: TrainSpec, out_dir: Path) -> None:
+    state = ds.full_state_dict(engine)
+    if state is not None:
+        save_weights(state, out_dir / "model.safetensors", spec.model)
+    dist.barrier()
+
+
+class MetricsLog:
+    def __init__(self, path: Path, enabled: bool):
+        self.path, self.enabled = path, enabled
+        if enabled:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("")
+
+    def write(self, **record) -> None:
+        if self.enabled:
+            line = json.dumps(record)
+            with self.path.open("a") as f:
+                f.write(line + "\n")
+            print(f"[metrics] {line}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="tokenmill training entry point")
+    parser.add_argument("spec", type=Path, help="TrainSpec JSON written by the pipeline")
+    parser.add_argument("--local_rank", type=int, default=0, help="set by the deepspeed launcher")
+    args = parser.parse_args(argv)
+    train(TrainSpec.load(args.spec))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

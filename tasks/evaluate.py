@@ -1,0 +1,122 @@
+"""Evaluate: perplexity, classification metrics beside trivial baselines, generation samples, the report."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from pydantic import BaseModel, ConfigDict, Field
+from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+from tokenizers import Tokenizer
+
+from model.evaluate import generate, perplexity, predict
+from model.weights import load_classifier, load_gpt
+from tasks.report import headline_markdown, write_report
+from tasks.stage import Manifest, fingerprint, run_stage
+
+VERSION = "1"
+SCHEMA_VERSION = 1
+
+
+class EvaluateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompts: list[str] = Field(default_factory=lambda: ["The State of the Union", "Call me Ishmael."])
+    max_new_tokens: int = Field(40, ge=1, le=1024)
+    top_p: float = Field(0.9, gt=0, le=1)
+    max_val_blocks: int | None = Field(512, ge=1, description="cap on validation blocks for perplexity")
+
+
+def classification_metrics(truth: np.ndarray, predicted: np.ndarray, label_names: list[str]) -> dict:
+    labels = list(range(len(label_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels, zero_division=0)
+    per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                        "support": int(support[i])} for i, name in enumerate(label_names)}
+    return {"accuracy": float(accuracy_score(truth, predicted)), "macro_f1": float(np.mean(f1)), "per_class": per_class,
+            "confusion": confusion_matrix(truth, predicted, labels=labels).tolist()}
+
+
+def baselines(train_texts: list[str], train_labels: np.ndarray, test_texts: list[str]) -> dict[str, np.ndarray]:
+    """Predictions of the trivial models the fine-tuned one must beat, on the same split."""
+    majority = np.full(len(test_texts), np.bincount(train_labels).argmax())
+    vectorizer = CountVectorizer(lowercase=True, ngram_range=(1, 2), min_df=1)
+    bow = LogisticRegression(max_iter=2000, class_weight="balanced")
+    bow.fit(vectorizer.fit_transform(train_texts), train_labels)
+    return {"majority": majority, "bow_logreg": bow.predict(vectorizer.transform(test_texts))}
+
+
+def generation_samples(pretrained: Manifest, tokenizer: Manifest, cfg: EvaluateConfig) -> list[dict]:
+    model = load_gpt(pretrained.path)
+    tok = Tokenizer.from_file(str(tokenizer.file("tokenizer")))
+    samples = []
+    for prompt in cfg.prompts:
+        ids = tok.encode(prompt).ids
+        for mode, top_p in (("greedy", None), (f"top-p {cfg.top_p}", cfg.top_p)):
+            out = generate(model, ids, cfg.max_new_tokens, top_p=top_p)
+            samples.append({"prompt": prompt, "mode": mode, "text": tok.decode(out)})
+    return samples
+
+
+def compute_metrics(packed: Manifest, pretrained: Manifest, finetuned: Manifest, cfg: EvaluateConfig) -> dict:
+    lm = perplexity(load_gpt(pretrained.path), packed.file("val"), max_blocks=cfg.max_val_blocks)
+    label_names = finetuned.stats["label_names"]
+    truth, predicted = predict(load_classifier(finetuned.path, len(label_names)), finetuned.file("test_arrow"))
+    train = pq.read_table(finetuned.file("train_parquet"))
+    test = pq.read_table(finetuned.file("test_parquet"))
+    base = baselines(train.column("text").to_pylist(), train.column("label").to_numpy(), test.column("text").to_pylist())
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "pretrain": {"val_loss": lm["loss"], "val_perplexity": lm["perplexity"], "val_tokens": lm["tokens"],
+                     **{k: v for k, v in pretrained.stats.items()}},
+        "classification": {
+            "labels": label_names, "positive_label": finetuned.stats["positive_label"], "test_examples": int(len(truth)),
+            "model": classification_metrics(truth, predicted, label_names),
+            "baselines": {name: classification_metrics(truth, pred, label_names) for name, pred in base.items()},
+        },
+    }
+
+
+def headline(metrics: dict) -> dict:
+    cls = metrics["classification"]
+    positive = cls["positive_label"]
+    f1 = {name: m["per_class"][positive]["f1"] for name, m in [("model", cls["model"]), *cls["baselines"].items()]}
+    return {"val_perplexity": metrics["pretrain"]["val_perplexity"], f"{positive}_f1": f1["model"],
+            f"{positive}_f1_majority": f1["majority"], f"{positive}_f1_bow_logreg": f1["bow_logreg"],
+            "beats_bow_baseline": f1["model"] > f1["bow_logreg"]}
+
+
+def evaluate(manifests: dict[str, Manifest], cfg: EvaluateConfig, run_config: dict, workdir: Path) -> Manifest:
+    inputs = [m.fingerprint for m in manifests.values()]
+    fp = fingerprint("evaluate", VERSION, cfg.model_dump(mode="json"), inputs)
+
+    def build(folder: Path) -> dict:
+        metrics = compute_metrics(manifests["pack"], manifests["pretrain"], manifests["finetune"], cfg)
+        metrics["headline"] = headline(metrics)
+        metrics["data"] = {name: m.counts | {"rejected_by_reason": m.stats.get("rejected_by_reason", {})}
+                           for name, m in manifests.items() if name in ("ingest", "clean", "dedup")}
+        metrics["lineage"] = {name: m.fingerprint for name, m in manifests.items()}
+        samples = generation_samples(manifests["pretrain"], manifests["tokenizer"], cfg)
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        write_report(folder, metrics, manifests, samples, run_config)
+        return {"stats": {"headline": metrics["headline"]},
+                "files": {"report": "report.html", "report_md": "report.md", "metrics": "metrics.json"}}
+
+    return run_stage(workdir, "evaluate", fp, build)
+
+
+@task(name="evaluate", retries=0)
+def evaluate_task(manifests: dict[str, Manifest], cfg: EvaluateConfig, run_config: dict, workdir: Path) -> Manifest:
+    result = evaluate(manifests, cfg, run_config, workdir)
+    metrics = json.loads(result.file("metrics").read_text())
+    create_markdown_artifact(key="tokenmill-report", markdown=headline_markdown(metrics, result.file("report")),
+                             description="tokenmill evaluation headline")
+    create_table_artifact(key="tokenmill-stage-stats", table=stage_rows(manifests), description="documents per stage")
+    return result
+
+
+def stage_rows(manifests: dict[str, Manifest]) -> list[dict]:
+    return [{"stage": name, "fingerprint": m.fingerprint, "cached": m.cached, "seconds": round(m.seconds, 2),
+             **{k: v for k, v in m.counts.items() if k in ("docs_in", "kept", "rejected")}} for name, m in manifests.items()]

@@ -1,0 +1,112 @@
+"""Tokenize on Ray (one actor per worker loads the tokenizer once) and pack fixed-length blocks.
+
+Each document ends with EOS. Documents go to train or validation by a hash of their id
+(not by block), so no document straddles the split. Blocks hold seq_len + 1 tokens: the
+trainer reads inputs [:-1] and targets [1:].
+"""
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from prefect import task
+from pydantic import BaseModel, ConfigDict, Field
+from tokenizers import Tokenizer
+
+from model.data import TokenRowWriter
+from tasks.parallel import map_with_actors
+from tasks.stage import Manifest, fingerprint, run_stage
+from tasks.shards import shard_paths
+from tasks.tokenizer import EOS
+
+VERSION = "1"
+SPLITS = ("train", "val")
+
+
+class PackConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seq_len: int = Field(128, ge=8, le=65536, description="tokens the model sees per sequence")
+    val_fraction: float = Field(0.05, gt=0, lt=1, description="share of documents (by id hash) held out")
+    num_actors: int = Field(2, ge=1, description="Ray actors that tokenize in parallel")
+
+
+def is_validation(doc_id: str, val_fraction: float) -> bool:
+    bucket = int.from_bytes(hashlib.sha1(doc_id.encode()).digest()[:8], "big") / 2**64
+    return bucket < val_fraction
+
+
+def save_npy_atomic(array: np.ndarray, path: Path) -> None:
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial.npy")
+    np.save(partial, array)
+    os.replace(partial, path)
+
+
+class ShardTokenizer:
+    """A Ray actor: loads the tokenizer once, then turns shards into per-split token streams."""
+
+    def __init__(self, tokenizer_path: str, out_dir: str, val_fraction: float):
+        self.tokenizer = Tokenizer.from_file(tokenizer_path)
+        self.eos = self.tokenizer.token_to_id(EOS)
+        self.dtype = np.uint16 if self.tokenizer.get_vocab_size() <= 2**16 else np.uint32
+        self.out_dir, self.val_fraction = Path(out_dir), val_fraction
+
+    def tokenize(self, item: tuple[int, str]) -> dict:
+        index, path = item
+        table = pq.read_table(path, columns=["id", "text"])
+        streams: dict[str, list[int]] = {split: [] for split in SPLITS}
+        docs = {split: 0 for split in SPLITS}
+        encodings = self.tokenizer.encode_batch(table.column("text").to_pylist())
+        for doc_id, enc in zip(table.column("id").to_pylist(), encodings):
+            split = "val" if is_validation(doc_id, self.val_fraction) else "train"
+            streams[split].extend(enc.ids + [self.eos])
+            docs[split] += 1
+        for split in SPLITS:
+            save_npy_atomic(np.asarray(streams[split], dtype=self.dtype), self.out_dir / f"{split}-{index:05d}.npy")
+        return {f"{split}_{what}": n for split in SPLITS for what, n in (("docs", docs[split]), ("tokens", len(streams[split])))}
+
+
+def pack_blocks(stream_paths: list[Path], out_path: Path, seq_len: int, vocab_size: int) -> dict:
+    """Concatenate token streams shard by shard into blocks of seq_len + 1; the tail that fills no block is dropped."""
+    width = seq_len + 1
+    writer = TokenRowWriter(out_path, width, vocab_size)
+    carry = np.zeros(0, dtype=np.uint32)
+    for path in stream_paths:
+        tokens = np.concatenate([carry, np.load(path, allow_pickle=False).astype(np.uint32)])
+        num_full = len(tokens) // width
+        writer.write(tokens[: num_full * width].reshape(num_full, width))
+        carry = tokens[num_full * width :]
+    writer.close()
+    return {"blocks": writer.num_rows, "dropped_tail_tokens": int(len(carry))}
+
+
+def tokenize_and_pack(deduped: Manifest, tokenizer: Manifest, cfg: PackConfig, workdir: Path) -> Manifest:
+    fp = fingerprint("pack", VERSION, cfg.model_dump(mode="json", exclude={"num_actors"}),
+                     [deduped.fingerprint, tokenizer.fingerprint])
+
+    def build(folder: Path) -> dict:
+        streams = folder / "streams"
+        streams.mkdir()
+        shards = [str(p) for p in shard_paths(deduped.path)]
+        init = (str(tokenizer.file("tokenizer")), str(streams), cfg.val_fraction)
+        per_shard = map_with_actors(ShardTokenizer, init, "tokenize", list(enumerate(shards)), cfg.num_actors, "tokenize")
+        counts = {k: sum(s[k] for s in per_shard) for k in per_shard[0]} if per_shard else {}
+        vocab_size = tokenizer.counts["vocab_size"]
+        packed = {split: pack_blocks(sorted(streams.glob(f"{split}-*.npy")), folder / f"{split}.arrow", cfg.seq_len, vocab_size)
+                  for split in SPLITS}
+        for split, result in packed.items():
+            if result["blocks"] == 0:
+                raise ValueError(f"pack: the {split} split holds no full block of {cfg.seq_len + 1} tokens; "
+                                 f"lower pack.seq_len, change pack.val_fraction or add documents")
+            counts[f"{split}_blocks"] = result["blocks"]
+        return {"counts": counts, "stats": {"seq_len": cfg.seq_len, "vocab_size": vocab_size},
+                "files": {split: f"{split}.arrow" for split in SPLITS}}
+
+    return run_stage(workdir, "pack", fp, build)
+
+
+@task(name="tokenize-and-pack", retries=1)
+def pack_task(deduped: Manifest, tokenizer: Manifest, cfg: PackConfig, workdir: Path) -> Manifest:
+    return tokenize_and_pack(deduped, tokenizer, cfg, workdir)

@@ -1,0 +1,173 @@
+"""The evaluation report: a self-contained report.html (plots inline), report.md, and the Prefect headline."""
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display on servers and CI
+import matplotlib.pyplot as plt
+import yaml
+
+from tasks.stage import Manifest
+
+DATA_STAGES = ("ingest", "clean", "dedup")
+
+
+def figure_to_data_uri(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_training(metrics_by_run: dict[str, list[dict]]) -> str:
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for run, records in metrics_by_run.items():
+        train = [r for r in records if r["split"] == "train"]
+        val = [r for r in records if r["split"] == "val"]
+        axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label=f"{run} train")
+        axes[0].plot([r["step"] for r in val], [r["loss"] for r in val], "o--", label=f"{run} val")
+        axes[1].plot([r["step"] for r in train], [r["lr"] for r in train], label=run)
+        axes[2].plot([r["step"] for r in train[1:]], [r["tokens_per_s"] for r in train[1:]], label=run)
+    for ax, title in zip(axes, ("loss", "learning rate", "tokens/s (all ranks)")):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    return figure_to_data_uri(fig)
+
+
+def plot_funnel(data: dict) -> str:
+    stages = [s for s in DATA_STAGES if s in data]
+    reasons = sorted({r for s in stages for r in data[s]["rejected_by_reason"]})
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.bar(stages, [data[s].get("kept", 0) for s in stages], label="kept", color="#4c9f70")
+    bottom = [data[s].get("kept", 0) for s in stages]
+    for reason in reasons:
+        heights = [data[s]["rejected_by_reason"].get(reason, 0) for s in stages]
+        ax.bar(stages, heights, bottom=bottom, label=f"rejected: {reason}")
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    ax.set_ylabel("documents")
+    ax.set_title("data funnel")
+    ax.legend(fontsize=7, loc="lower right")
+    return figure_to_data_uri(fig)
+
+
+def plot_confusion(confusion: list[list[int]], labels: list[str]) -> str:
+    fig, ax = plt.subplots(figsize=(3.4, 3))
+    ax.imshow(confusion, cmap="Blues")
+    for i, row in enumerate(confusion):
+        for j, value in enumerate(row):
+            ax.text(j, i, str(value), ha="center", va="center")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("confusion (test)")
+    return figure_to_data_uri(fig)
+
+
+def html_table(rows: list[dict]) -> str:
+    if not rows:
+        return "<p>(none)</p>"
+    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in row.values()) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def md_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(none)\n"
+    lines = ["| " + " | ".join(map(str, rows[0])) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(fmt(v) for v in row.values()) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def comparison_rows(metrics: dict) -> list[dict]:
+    cls = metrics["classification"]
+    positive = cls["positive_label"]
+    runs = [("fine-tuned model", cls["model"])] + [(f"baseline: {n}", m) for n, m in cls["baselines"].items()]
+    return [{"model": name, f"{positive} precision": m["per_class"][positive]["precision"],
+             f"{positive} recall": m["per_class"][positive]["recall"], f"{positive} F1": m["per_class"][positive]["f1"],
+             "macro F1": m["macro_f1"], "accuracy": m["accuracy"]} for name, m in runs]
+
+
+def per_class_rows(metrics: dict) -> list[dict]:
+    return [{"class": label, **values} for label, values in metrics["classification"]["model"]["per_class"].items()]
+
+
+def stage_table(manifests: dict[str, Manifest]) -> list[dict]:
+    rows = []
+    for name, m in manifests.items():
+        counts = ", ".join(f"{k}={v}" for k, v in m.counts.items())
+        rows.append({"stage": name, "status": "cached" if m.cached else "ran", "seconds": round(m.seconds, 1),
+                     "fingerprint": m.fingerprint, "counts": counts})
+    return rows
+
+
+def verdict(metrics: dict) -> str:
+    h = metrics["headline"]
+    positive = metrics["classification"]["positive_label"]
+    if h["beats_bow_baseline"]:
+        return f"The fine-tuned model beats the bag-of-words baseline on {positive} F1."
+    return (f"The fine-tuned model does NOT beat the bag-of-words baseline on {positive} F1 "
+            f"({h[f'{positive}_f1']:.3f} vs {h[f'{positive}_f1_bow_logreg']:.3f}).")
+
+
+def write_report(folder: Path, metrics: dict, manifests: dict[str, Manifest], samples: list[dict], run_config: dict) -> None:
+    runs = {name: read_jsonl(manifests[name].file("metrics")) for name in ("pretrain", "finetune")}
+    cls = metrics["classification"]
+    images = {"training": plot_training(runs), "funnel": plot_funnel(metrics["data"]),
+              "confusion": plot_confusion(cls["model"]["confusion"], cls["labels"])}
+    sections = {
+        "Headline": f"<p><b>{html.escape(verdict(metrics))}</b></p>" + html_table([metrics["headline"]]),
+        "Classification (test split)": html_table(comparison_rows(metrics)) + html_table(per_class_rows(metrics))
+        + f'<img src="{images["confusion"]}" alt="confusion matrix">',
+        "Pretraining": html_table([{k: v for k, v in metrics["pretrain"].items()}]) + f'<img src="{images["training"]}" alt="training curves">',
+        "Data": f'<img src="{images["funnel"]}" alt="data funnel">' + html_table(
+            [{"stage": s, **{k: v for k, v in d.items() if k != "rejected_by_reason"}, "rejected by reason": d["rejected_by_reason"]}
+             for s, d in metrics["data"].items()]),
+        "Stages": html_table(stage_table(manifests)),
+        "Generation samples": html_table(samples),
+        "Lineage": "<pre>" + html.escape(yaml.safe_dump(run_config, sort_keys=False)) + "</pre>" + html_table([metrics["lineage"]]),
+    }
+    body = "".join(f"<h2>{title}</h2>{content}" for title, content in sections.items())
+    (folder / "report.html").write_text(PAGE.format(body=body))
+    (folder / "report.md").write_text(markdown_report(metrics, manifests, samples))
+
+
+def markdown_report(metrics: dict, manifests: dict[str, Manifest], samples: list[dict]) -> str:
+    return (f"# tokenmill report\n\n**{verdict(metrics)}**\n\n## Classification (test split)\n\n{md_table(comparison_rows(metrics))}"
+            f"\n## Pretraining\n\n{md_table([metrics['pretrain']])}\n## Stages\n\n{md_table(stage_table(manifests))}"
+            f"\n## Generation samples\n\n{md_table(samples)}")
+
+
+def headline_markdown(metrics: dict, report_path: Path) -> str:
+    return (f"# tokenmill run\n\n**{verdict(metrics)}**\n\n{md_table(comparison_rows(metrics))}\n"
+            f"Validation perplexity of the pretrained model: **{metrics['pretrain']['val_perplexity']:.2f}**\n\n"
+            f"Full report: `{report_path}`\n")
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>tokenmill report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }}
+td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }}
+th {{ background: #f3f3f3; }}
+img {{ max-width: 100%; margin: 0.5em 0; }}
+pre {{ background: #f7f7f7; padding: 1em; font-size: 0.85em; overflow-x: auto; }}
+</style></head>
+<body><h1>tokenmill report</h1>{body}</body></html>
+"""

@@ -1,0 +1,44 @@
+"""Shard files and per-shard stats: the units that Ray workers read and write."""
+
+import os
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REJECTED_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()),
+                             ("reason", pa.string()), ("detail", pa.string())])
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write under a unique name, then rename: a reader never sees a half-written shard."""
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    pq.write_table(table, partial, compression="zstd")
+    os.replace(partial, path)
+
+
+def rejected_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=REJECTED_SCHEMA)
+
+
+def shard_stats(shard: str, docs_in: int, kept: int, reasons: Counter, **extra) -> dict:
+    rejected = sum(reasons.values())
+    if docs_in != kept + rejected:  # our own invariant: every document is kept or rejected
+        raise AssertionError(f"{shard}: {docs_in} in != {kept} kept + {rejected} rejected")
+    return {"shard": shard, "docs_in": docs_in, "kept": kept, "rejected": rejected, "reasons": dict(reasons), **extra}
+
+
+def merge_stats(per_shard: list[dict]) -> tuple[dict[str, int], dict]:
+    """Sum per-shard stats into stage counts and a rejection-reason breakdown."""
+    counts = Counter()
+    reasons = Counter()
+    for s in per_shard:
+        counts.update({k: v for k, v in s.items() if isinstance(v, int)})
+        reasons.update(s["reasons"])
+    return dict(counts), {"rejected_by_reason": dict(sorted(reasons.items())), "num_shards": len(per_shard)}
+
+
+def shard_paths(folder: Path, prefix: str = "shard-") -> list[Path]:
+    return sorted(folder.glob(f"{prefix}*.parquet"))

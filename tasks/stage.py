@@ -1,0 +1,75 @@
+"""The stage runner: content-addressed outputs, manifests, and writes a killed run cannot half-finish.
+
+A stage's output lives in <workdir>/<stage>/<fingerprint>/. The fingerprint hashes the
+stage name, its code version, its normalized config and its inputs' fingerprints. The
+output is built in a hidden staging folder and renamed into place only once complete,
+with manifest.json inside: a folder with a manifest is finished, anything else is not.
+"""
+
+import hashlib
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+MANIFEST = "manifest.json"
+
+
+class Manifest(BaseModel):
+    """What a stage hands the next one: where its files are and what they hold, never the data."""
+
+    stage: str
+    fingerprint: str
+    path: Path
+    counts: dict[str, int] = Field(default_factory=dict)
+    stats: dict[str, Any] = Field(default_factory=dict)
+    files: dict[str, str] = Field(default_factory=dict)  # role -> path relative to `path`
+    cached: bool = False
+    seconds: float = 0.0
+
+    def file(self, role: str) -> Path:
+        return self.path / self.files[role]
+
+
+def fingerprint(stage: str, version: str, config: Any, inputs: list[str]) -> str:
+    payload = json.dumps({"stage": stage, "version": version, "config": config, "inputs": sorted(inputs)},
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def file_digest(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def run_stage(workdir: Path, stage: str, fp: str, build: Callable[[Path], dict]) -> Manifest:
+    """Return the finished output for `fp`, building it first if no complete one exists.
+
+    `build(folder)` writes the stage's files into `folder` and returns the manifest
+    fields it knows (counts, stats, files).
+    """
+    final = workdir / stage / fp
+    if (final / MANIFEST).exists():
+        manifest = Manifest.model_validate_json((final / MANIFEST).read_text())
+        return manifest.model_copy(update={"cached": True, "path": final, "seconds": 0.0})
+    staging = workdir / stage / f".{fp}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    started = time.perf_counter()
+    try:
+        fields = build(staging)
+        manifest = Manifest(stage=stage, fingerprint=fp, path=final, seconds=time.perf_counter() - started, **fields)
+        (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2))
+        if final.exists():  # a leftover without a manifest: never trusted, replaced
+            shutil.rmtree(final)
+        staging.rename(final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest

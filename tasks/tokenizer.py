@@ -1,0 +1,73 @@
+"""Train a byte-level BPE tokenizer (HF `tokenizers`) on the deduplicated text."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from prefect import task
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from tasks.shards import shard_paths
+from tasks.stage import Manifest, fingerprint, run_stage
+
+VERSION = "1"
+EOS, PAD = "<|endoftext|>", "<|pad|>"
+
+
+class TokenizerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    vocab_size: int = Field(4096, ge=300, le=1_000_000, description="including the 256 byte symbols and special tokens")
+    min_frequency: int = Field(2, ge=1, description="merges must occur at least this often")
+    special_tokens: list[str] = Field(default_factory=lambda: [EOS, PAD])
+
+    @field_validator("special_tokens")
+    @classmethod
+    def _needs_eos_and_pad(cls, tokens: list[str]) -> list[str]:
+        missing = [t for t in (EOS, PAD) if t not in tokens]
+        if missing:
+            raise ValueError(f"must include {missing}")
+        return tokens
+
+
+def iter_texts(folder: Path, batch_size: int = 256) -> Iterator[str]:
+    """Stream texts shard by shard, batch by batch: the corpus is never all in memory."""
+    for path in shard_paths(folder):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=["text"]):
+            yield from batch.column("text").to_pylist()
+
+
+def train_bpe(texts: Iterator[str], cfg: TokenizerConfig) -> Tokenizer:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+                                  special_tokens=cfg.special_tokens, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return tokenizer
+
+
+def save_tokenizer(tokenizer: Tokenizer, folder: Path) -> None:
+    """tokenizer.json plus the config that lets transformers' PreTrainedTokenizerFast load the folder."""
+    tokenizer.save(str(folder / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": EOS, "bos_token": EOS, "pad_token": PAD,
+              "model_max_length": 1_000_000}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+
+
+def train_tokenizer(deduped: Manifest, cfg: TokenizerConfig, workdir: Path) -> Manifest:
+    fp = fingerprint("tokenizer", VERSION, cfg.model_dump(mode="json"), [deduped.fingerprint])
+
+    def build(folder: Path) -> dict:
+        tokenizer = train_bpe(iter_texts(deduped.path), cfg)
+        save_tokenizer(tokenizer, folder)
+        return {"counts": {"vocab_size": tokenizer.get_vocab_size()}, "files": {"tokenizer": "tokenizer.json"}}
+
+    return run_stage(workdir, "tokenizer", fp, build)
+
+
+@task(name="train-tokenizer", retries=1)
+def tokenizer_task(deduped: Manifest, cfg: TokenizerConfig, workdir: Path) -> Manifest:
+    return train_tokenizer(deduped, cfg, workdir)

@@ -1,0 +1,104 @@
+"""Pretraining and fine-tuning stages: write a TrainSpec, run `deepspeed model/train.py`, collect metrics."""
+
+import json
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+import model
+from infra.launch import deepspeed_command, gpu_count, launch_env, run_streaming
+from model.gpt import MODEL_SIZES, GPTConfig
+from model.spec import TrainConfig, TrainSpec
+from tasks.stage import Manifest, fingerprint, run_stage
+
+VERSION = "1"
+METRICS_PREFIX = "[metrics] "
+
+
+class LaunchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    num_procs: int = Field(2, ge=1, description="ranks per node: GPUs when there are some, else CPU processes over gloo")
+    hostfile: Path | None = Field(None, description="DeepSpeed hostfile for several nodes")
+
+
+class PretrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    size: str | None = Field("tiny", description=f"named model size, one of {sorted(MODEL_SIZES)}; overrides model.n_*")
+    model: GPTConfig = GPTConfig()
+    train: TrainConfig = TrainConfig()
+    launch: LaunchConfig = LaunchConfig()
+
+    @model_validator(mode="after")
+    def _known_size(self):
+        if self.size is not None and self.size not in MODEL_SIZES:
+            raise ValueError(f"size {self.size!r} is not one of {sorted(MODEL_SIZES)}")
+        return self
+
+    def model_config_for(self, vocab_size: int, seq_len: int) -> GPTConfig:
+        fields = self.model.to_dict() | (MODEL_SIZES[self.size] if self.size else {})
+        return GPTConfig(**(fields | {"vocab_size": vocab_size, "seq_len": seq_len}))
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def launch_training(spec: TrainSpec, launch: LaunchConfig, folder: Path, description: str) -> None:
+    """Run the spec under the deepspeed launcher, showing progress and forwarding rank output to the logs."""
+    spec_path = folder / "train_spec.json"
+    spec.save(spec_path)
+    use_gpu = gpu_count() > 0
+    cmd = deepspeed_command(Path(model.__file__).parent / "train.py", [str(spec_path)], launch.num_procs, launch.hostfile)
+    logger = get_run_logger()
+    logger.info("launching: %s", " ".join(cmd))
+    log_file = (folder / "train.log").open("w")
+    with Progress(TextColumn(description), BarColumn(), TextColumn("{task.completed}/{task.total} steps {task.fields[loss]}"),
+                  TimeElapsedColumn(), transient=True) as progress:
+        bar = progress.add_task(description, total=spec.train.max_steps, loss="")
+
+        def on_line(line: str) -> None:
+            log_file.write(line + "\n")
+            if line.startswith(METRICS_PREFIX):
+                record = json.loads(line[len(METRICS_PREFIX):])
+                if record.get("split") == "train":
+                    progress.update(bar, completed=record["step"], loss=f"loss {record['loss']:.3f}")
+                logger.info("%s", line)
+            elif "Error" in line or "error" in line or "Traceback" in line:
+                logger.warning("%s", line)
+
+        try:
+            run_streaming(cmd, launch_env(launch.num_procs, use_gpu), on_line, cwd=folder)
+        finally:
+            log_file.close()
+
+
+def loss_summary(metrics: list[dict]) -> dict:
+    train = [m for m in metrics if m["split"] == "train"]
+    val = [m for m in metrics if m["split"] == "val"]
+    done = next((m for m in metrics if m["split"] == "done"), {})
+    return {"first_train_loss": train[0]["loss"], "final_train_loss": train[-1]["loss"],
+            "final_val_loss": val[-1]["loss"] if val else None, "train_seconds": done.get("elapsed_s"),
+            "tokens_per_s": sum(m["tokens_per_s"] for m in train[1:]) / max(1, len(train) - 1)}
+
+
+def pretrain(packed: Manifest, cfg: PretrainConfig, workdir: Path) -> Manifest:
+    fp = fingerprint("pretrain", VERSION, cfg.model_dump(mode="json", exclude={"launch"}) | {"num_procs": cfg.launch.num_procs},
+                     [packed.fingerprint])
+
+    def build(folder: Path) -> dict:
+        spec = TrainSpec(objective="lm", model=cfg.model_config_for(packed.stats["vocab_size"], packed.stats["seq_len"]),
+                         train=cfg.train, train_data=str(packed.file("train")), val_data=str(packed.file("val")),
+                         out_dir=str(folder))
+        launch_training(spec, cfg.launch, folder, "pretrain")
+        summary = loss_summary(read_metrics(folder / "metrics.jsonl"))
+        return {"counts": {"steps": cfg.train.max_steps}, "stats": summary,
+                "files": {"weights": "model.safetensors", "metrics": "metrics.jsonl", "spec": "train_spec.json"}}
+
+    return run_stage(workdir, "pretrain", fp, build)
+
+
+@task(name="pretrain", retries=0)
+def pretrain_task(packed: Manifest, cfg: PretrainConfig, workdir: Path) -> Manifest:
+    return pretrain(packed, cfg, workdir)
