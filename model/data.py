@@ -2,6 +2,7 @@
 
 LM blocks: one column `tokens`, fixed_size_list<uint16|uint32>[seq_len + 1].
 Labelled sets: `tokens` (fixed-size, padded), `length`, `label`.
+Files are Arrow IPC streams, the format `datasets.Dataset.from_file` memory-maps too.
 """
 
 from collections.abc import Iterator
@@ -14,10 +15,9 @@ import torch
 
 def read_fixed_tokens(path: Path | str) -> list[np.ndarray]:
     """Zero-copy views (one per record batch) of a fixed-size token column: each (rows, width)."""
-    reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
     views = []
-    for i in range(reader.num_record_batches):
-        column = reader.get_batch(i).column("tokens")
+    for batch in pa.ipc.open_stream(pa.memory_map(str(path), "r")):
+        column = batch.column("tokens")
         width = column.type.list_size
         flat = column.values.to_numpy(zero_copy_only=True)
         views.append(flat.reshape(-1, width))
@@ -30,7 +30,7 @@ class TokenArrays:
     def __init__(self, path: Path | str, extra_columns: tuple[str, ...] = ()):
         self.parts = read_fixed_tokens(path)
         self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
-        table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all() if extra_columns else None
+        table = pa.ipc.open_stream(pa.memory_map(str(path), "r")).read_all() if extra_columns else None
         self.extra = {name: table.column(name).to_numpy() for name in extra_columns} if table else {}
 
     def __len__(self) -> int:
@@ -76,7 +76,7 @@ def token_dtype(vocab_size: int) -> pa.DataType:
 
 
 class TokenRowWriter:
-    """Writes fixed-width token rows (plus optional int columns) as an Arrow IPC file, batch by batch."""
+    """Writes fixed-width token rows (plus optional int columns) as an Arrow IPC stream, batch by batch."""
 
     def __init__(self, path: Path, width: int, vocab_size: int, extra_columns: tuple[str, ...] = ()):
         self.dtype = token_dtype(vocab_size)
@@ -84,7 +84,7 @@ class TokenRowWriter:
         self.schema = pa.schema(fields)
         self.width, self.num_rows = width, 0
         self.sink = pa.OSFile(str(path), "wb")
-        self.writer = pa.ipc.new_file(self.sink, self.schema)
+        self.writer = pa.ipc.new_stream(self.sink, self.schema)
 
     def write(self, rows: np.ndarray, **extra: np.ndarray) -> None:
         if len(rows) == 0:

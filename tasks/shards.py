@@ -42,3 +42,9 @@ def merge_stats(per_shard: list[dict]) -> tuple[dict[str, int], dict]:
 
 def shard_paths(folder: Path, prefix: str = "shard-") -> list[Path]:
     return sorted(folder.glob(f"{prefix}*.parquet"))
+
+
+def rejected_rows(folder: Path, reason: str | None = None) -> list[dict]:
+    """Rejected documents of a stage output, optionally of one reason."""
+    rows = [r for p in sorted(folder.glob("rejected-*.parquet")) for r in pq.read_table(p).to_pylist()]
+    return [r for r in rows if reason is None or r["reason"] == reason]
