@@ -1,5 +1,6 @@
 """The `tokenmill` command line. Each command is a plain function."""
 
+import os
 import time
 from pathlib import Path
 
@@ -32,6 +33,8 @@ def run(
     except ConfigError as err:
         console.print(f"[red]config error[/red] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    # the machines this runs on often have no route out: Prefect's telemetry would only log errors
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from flows.pipeline import pipeline  # importing Prefect and Ray costs seconds: only when running
 
     started = time.perf_counter()

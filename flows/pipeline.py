@@ -1,4 +1,4 @@
-"""The pipeline, as in the diagram: ingest -> clean -> dedup -> tokenizer -> tokenize+pack -> pretrain -> finetune -> evaluate."""
+"""The pipeline, as in the diagram: ingest -> clean -> dedup -> tokenizer -> tokenize+pack -> pretrain (-> HF export) -> finetune -> evaluate."""
 
 from pathlib import Path
 
@@ -9,6 +9,7 @@ from infra.ray_runtime import ensure_ray
 from tasks.clean import clean_task
 from tasks.dedup import dedup_task
 from tasks.evaluate import evaluate_task
+from tasks.export import export_task
 from tasks.finetune import finetune_task
 from tasks.ingest import ingest_task
 from tasks.pack import pack_task
@@ -28,9 +29,10 @@ def pipeline(config: PipelineConfig) -> dict[str, Manifest]:
     tokenizer = tokenizer_task(deduped, config.tokenizer, workdir)
     packed = pack_task(deduped, tokenizer, config.pack, workdir)
     pretrained = pretrain_task(packed, config.pretrain, workdir)
+    exported = export_task(pretrained, tokenizer, workdir)
     finetuned = finetune_task(pretrained, tokenizer, config.finetune, workdir)
 
     manifests = {"ingest": ingested, "clean": cleaned, "dedup": deduped, "tokenizer": tokenizer, "pack": packed,
-                 "pretrain": pretrained, "finetune": finetuned}
+                 "pretrain": pretrained, "export": exported, "finetune": finetuned}
     report = evaluate_task(manifests, config.evaluate, config.model_dump(mode="json"), workdir)
     return manifests | {"evaluate": report}
