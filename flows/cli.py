@@ -42,6 +42,25 @@ def run(
     print_summary(manifests, time.perf_counter() - started)
 
 
+@app.command()
+def report(run: Path = typer.Argument(..., help="a work directory (its latest evaluation) or an evaluate/<fingerprint> folder")) -> None:
+    """Redraw report.html and report.md from a finished run's stored outputs, without retraining."""
+    from tasks.report import render_report
+
+    folder = latest_evaluation(run)
+    if folder is None:
+        console.print(f"[red]error[/red] {run}: no finished evaluation found (expected evaluate/<fingerprint>/manifest.json)")
+        raise typer.Exit(2)
+    console.print(f"[bold]report[/bold]: {render_report(folder)}")
+
+
+def latest_evaluation(run: Path) -> Path | None:
+    if (run / "manifest.json").exists() and (run / "metrics.json").exists():
+        return run
+    finished = [p.parent for p in (run / "evaluate").glob("*/manifest.json")]
+    return max(finished, key=lambda p: p.stat().st_mtime) if finished else None
+
+
 def print_summary(manifests: dict, total_seconds: float) -> None:
     table = Table(title="stages")
     for column in ("stage", "status", "seconds", "fingerprint", "counts"):

@@ -46,6 +46,9 @@ class PipelineConfig(BaseModel):
                 raise ValueError(f"ingest.paths[{i}]: no such file or folder: {path}")
         if not self.finetune.data.exists():
             raise ValueError(f"finetune.data: no such file: {self.finetune.data}")
+        for i, path in enumerate(self.evaluate.extra_texts):
+            if not path.exists():
+                raise ValueError(f"evaluate.extra_texts[{i}]: no such file or folder: {path}")
         return self
 
 

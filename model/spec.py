@@ -32,6 +32,8 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 50
     eval_batches: int = 8
+    # stop after this many evaluations without a better validation score (classification: macro F1)
+    early_stopping_patience: int | None = None
 
 
 @dataclass

@@ -120,7 +120,7 @@ def train(spec: TrainSpec) -> None:
     out_dir = Path(spec.out_dir)
     log = MetricsLog(out_dir / "metrics.jsonl", enabled=rank == 0)
     batches = rank_batches(len(objective.train_rows), cfg.micro_batch_size, cfg.seed, rank, world)
-    best = -1.0
+    tracker = BestTracker(cfg.early_stopping_patience)
     started = time.perf_counter()
     for step in range(1, cfg.max_steps + 1):
         step_started, losses, num_tokens = time.perf_counter(), [], 0
@@ -138,12 +138,31 @@ def train(spec: TrainSpec) -> None:
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             result = evaluate(engine, objective, rank, world)
             log.write(split="val", step=step, **result)
-            # classification keeps its best checkpoint by validation F1 (early stopping's memory)
-            score = result.get("macro_f1", step)
-            if spec.objective == "lm" or score > best:
-                best = score
+            # the LM keeps its latest weights; a classifier keeps its best by validation F1
+            score = result["macro_f1"] if spec.objective == "classify" else float(step)
+            if tracker.improved(score):
                 save(engine, spec, out_dir)
-    log.write(split="done", step=cfg.max_steps, elapsed_s=time.perf_counter() - started, world_size=world)
+            if tracker.should_stop():  # every rank sees the same all-reduced score, so all stop together
+                log.write(split="early_stop", step=step, best_score=tracker.best)
+                break
+    log.write(split="done", step=step, elapsed_s=time.perf_counter() - started, world_size=world)
+
+
+class BestTracker:
+    """Remembers the best validation score and how many evaluations have passed without beating it."""
+
+    def __init__(self, patience: int | None):
+        self.patience, self.best, self.since_best = patience, float("-inf"), 0
+
+    def improved(self, score: float) -> bool:
+        if score > self.best:
+            self.best, self.since_best = score, 0
+            return True
+        self.since_best += 1
+        return False
+
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.since_best >= self.patience
 
 
 def save(engine, spec: TrainSpec, out_dir: Path) -> None:

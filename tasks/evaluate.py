@@ -6,17 +6,19 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 from tokenizers import Tokenizer
 
+from model.data import TokenRowWriter
 from model.evaluate import generate, perplexity, predict
 from model.weights import load_classifier, load_gpt
-from tasks.report import headline_markdown, write_report
+from tasks.report import headline_markdown, render_report, save_report_inputs
 from tasks.stage import Manifest, fingerprint, run_stage
+from tasks.tokenizer import EOS
 
 VERSION = "1"
 SCHEMA_VERSION = 1
@@ -28,6 +30,7 @@ class EvaluateConfig(BaseModel):
     max_new_tokens: int = Field(40, ge=1, le=1024)
     top_p: float = Field(0.9, gt=0, le=1)
     max_val_blocks: int | None = Field(512, ge=1, description="cap on validation blocks for perplexity")
+    extra_texts: list[Path] = Field(default_factory=list, description="more .txt files or folders to measure perplexity on")
 
 
 def classification_metrics(truth: np.ndarray, predicted: np.ndarray, label_names: list[str]) -> dict:
@@ -60,8 +63,32 @@ def generation_samples(pretrained: Manifest, tokenizer: Manifest, cfg: EvaluateC
     return samples
 
 
-def compute_metrics(packed: Manifest, pretrained: Manifest, finetuned: Manifest, cfg: EvaluateConfig) -> dict:
-    lm = perplexity(load_gpt(pretrained.path), packed.file("val"), max_blocks=cfg.max_val_blocks)
+def text_files(paths: list[Path]) -> list[Path]:
+    return [f for p in paths for f in (sorted(p.rglob("*.txt")) if p.is_dir() else [p])]
+
+
+def extra_perplexities(model, tokenizer: Manifest, cfg: EvaluateConfig, folder: Path) -> dict:
+    """Perplexity on each extra text set, packed into blocks the way the training data is."""
+    tok = Tokenizer.from_file(str(tokenizer.file("tokenizer")))
+    eos, width = tok.token_to_id(EOS), model.cfg.seq_len + 1
+    results = {}
+    for i, path in enumerate(cfg.extra_texts):
+        ids = [t for f in text_files([path]) for t in tok.encode(f.read_text(encoding="utf-8", errors="replace")).ids + [eos]]
+        num_blocks = len(ids) // width
+        if num_blocks == 0:
+            raise ValueError(f"evaluate.extra_texts[{i}]: {path} holds fewer than {width} tokens")
+        blocks_path = folder / f"extra-{i}.arrow"
+        writer = TokenRowWriter(blocks_path, width, tok.get_vocab_size())
+        writer.write(np.asarray(ids[: num_blocks * width]).reshape(num_blocks, width))
+        writer.close()
+        results[str(path)] = perplexity(model, blocks_path)
+    return results
+
+
+def compute_metrics(manifests: dict[str, Manifest], cfg: EvaluateConfig, folder: Path) -> dict:
+    packed, pretrained, finetuned = manifests["pack"], manifests["pretrain"], manifests["finetune"]
+    lm_model = load_gpt(pretrained.path)
+    lm = perplexity(lm_model, packed.file("val"), max_blocks=cfg.max_val_blocks)
     label_names = finetuned.stats["label_names"]
     truth, predicted = predict(load_classifier(finetuned.path, len(label_names)), finetuned.file("test_arrow"))
     train = pq.read_table(finetuned.file("train_parquet"))
@@ -70,7 +97,7 @@ def compute_metrics(packed: Manifest, pretrained: Manifest, finetuned: Manifest,
     return {
         "schema_version": SCHEMA_VERSION,
         "pretrain": {"val_loss": lm["loss"], "val_perplexity": lm["perplexity"], "val_tokens": lm["tokens"],
-                     **{k: v for k, v in pretrained.stats.items()}},
+                     **pretrained.stats, "extra_texts": extra_perplexities(lm_model, manifests["tokenizer"], cfg, folder)},
         "classification": {
             "labels": label_names, "positive_label": finetuned.stats["positive_label"], "test_examples": int(len(truth)),
             "model": classification_metrics(truth, predicted, label_names),
@@ -93,14 +120,15 @@ def evaluate(manifests: dict[str, Manifest], cfg: EvaluateConfig, run_config: di
     fp = fingerprint("evaluate", VERSION, cfg.model_dump(mode="json"), inputs)
 
     def build(folder: Path) -> dict:
-        metrics = compute_metrics(manifests["pack"], manifests["pretrain"], manifests["finetune"], cfg)
+        metrics = compute_metrics(manifests, cfg, folder)
         metrics["headline"] = headline(metrics)
         metrics["data"] = {name: m.counts | {"rejected_by_reason": m.stats.get("rejected_by_reason", {})}
                            for name, m in manifests.items() if name in ("ingest", "clean", "dedup")}
         metrics["lineage"] = {name: m.fingerprint for name, m in manifests.items()}
-        samples = generation_samples(manifests["pretrain"], manifests["tokenizer"], cfg)
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        write_report(folder, metrics, manifests, samples, run_config)
+        samples = generation_samples(manifests["pretrain"], manifests["tokenizer"], cfg)
+        save_report_inputs(folder, manifests, samples, run_config)
+        render_report(folder)
         return {"stats": {"headline": metrics["headline"]},
                 "files": {"report": "report.html", "report_md": "report.md", "metrics": "metrics.json"}}
 
@@ -114,6 +142,8 @@ def evaluate_task(manifests: dict[str, Manifest], cfg: EvaluateConfig, run_confi
     create_markdown_artifact(key="tokenmill-report", markdown=headline_markdown(metrics, result.file("report")),
                              description="tokenmill evaluation headline")
     create_table_artifact(key="tokenmill-stage-stats", table=stage_rows(manifests), description="documents per stage")
+    create_link_artifact(key="tokenmill-report-html", link=result.file("report").resolve().as_uri(),
+                         link_text="report.html", description="the full evaluation report")
     return result
 
 

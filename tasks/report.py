@@ -125,16 +125,42 @@ def verdict(metrics: dict) -> str:
             f"({h[f'{positive}_f1']:.3f} vs {h[f'{positive}_f1_bow_logreg']:.3f}).")
 
 
+REPORT_INPUTS = ("metrics.json", "manifests.json", "samples.json", "run_config.json")
+
+
+def save_report_inputs(folder: Path, manifests: dict[str, Manifest], samples: list[dict], run_config: dict) -> None:
+    """Everything the report is drawn from, so that `tokenmill report` can redraw it without retraining."""
+    (folder / "manifests.json").write_text(json.dumps({k: m.model_dump(mode="json") for k, m in manifests.items()}, indent=2))
+    (folder / "samples.json").write_text(json.dumps(samples, indent=2))
+    (folder / "run_config.json").write_text(json.dumps(run_config, indent=2))
+
+
+def render_report(folder: Path) -> Path:
+    """(Re)draw report.html and report.md from the stored inputs in an evaluate output folder."""
+    missing = [name for name in REPORT_INPUTS if not (folder / name).exists()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: not an evaluation output (missing {', '.join(missing)})")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    manifests = {k: Manifest.model_validate(v) for k, v in json.loads((folder / "manifests.json").read_text()).items()}
+    samples = json.loads((folder / "samples.json").read_text())
+    run_config = json.loads((folder / "run_config.json").read_text())
+    write_report(folder, metrics, manifests, samples, run_config)
+    return folder / "report.html"
+
+
 def write_report(folder: Path, metrics: dict, manifests: dict[str, Manifest], samples: list[dict], run_config: dict) -> None:
     runs = {name: read_jsonl(manifests[name].file("metrics")) for name in ("pretrain", "finetune")}
     cls = metrics["classification"]
     images = {"training": plot_training(runs), "funnel": plot_funnel(metrics["data"]),
               "confusion": plot_confusion(cls["model"]["confusion"], cls["labels"])}
+    pretrain = {k: v for k, v in metrics["pretrain"].items() if k != "extra_texts"}
+    extra = [{"text set": name, **values} for name, values in metrics["pretrain"].get("extra_texts", {}).items()]
     sections = {
         "Headline": f"<p><b>{html.escape(verdict(metrics))}</b></p>" + html_table([metrics["headline"]]),
         "Classification (test split)": html_table(comparison_rows(metrics)) + html_table(per_class_rows(metrics))
         + f'<img src="{images["confusion"]}" alt="confusion matrix">',
-        "Pretraining": html_table([{k: v for k, v in metrics["pretrain"].items()}]) + f'<img src="{images["training"]}" alt="training curves">',
+        "Pretraining": html_table([pretrain]) + (html_table(extra) if extra else "")
+        + f'<img src="{images["training"]}" alt="training curves">',
         "Data": f'<img src="{images["funnel"]}" alt="data funnel">' + html_table(
             [{"stage": s, **{k: v for k, v in d.items() if k != "rejected_by_reason"}, "rejected by reason": d["rejected_by_reason"]}
              for s, d in metrics["data"].items()]),
