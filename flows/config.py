@@ -15,6 +15,7 @@ from tasks.evaluate import EvaluateConfig
 from tasks.finetune import FinetuneConfig
 from tasks.ingest import IngestConfig
 from tasks.pack import PackConfig
+from tasks.sft import SFTConfig
 from tasks.tokenizer import TokenizerConfig
 from tasks.train import PretrainConfig
 
@@ -37,6 +38,7 @@ class PipelineConfig(BaseModel):
     pack: PackConfig = PackConfig()
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig
+    sft: SFTConfig = SFTConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
 
     @model_validator(mode="after")
@@ -46,6 +48,8 @@ class PipelineConfig(BaseModel):
                 raise ValueError(f"ingest.paths[{i}]: no such file or folder: {path}")
         if not self.finetune.data.exists():
             raise ValueError(f"finetune.data: no such file: {self.finetune.data}")
+        if self.sft.data is not None and not self.sft.data.exists():
+            raise ValueError(f"sft.data: no such file: {self.sft.data}")
         for i, path in enumerate(self.evaluate.extra_texts):
             if not path.exists():
                 raise ValueError(f"evaluate.extra_texts[{i}]: no such file or folder: {path}")

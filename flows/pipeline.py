@@ -1,4 +1,7 @@
-"""The pipeline, as in the diagram: ingest -> clean -> dedup -> tokenizer -> tokenize+pack -> pretrain (-> HF export) -> finetune -> evaluate."""
+"""The pipeline, as in the diagram: ingest -> clean -> dedup -> tokenizer -> tokenize+pack -> pretrain -> finetune -> evaluate.
+
+Beside the main line: the Hugging Face export of the pretrained model, and SFT when the recipe names prompt/response data.
+"""
 
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from tasks.export import export_task
 from tasks.finetune import finetune_task
 from tasks.ingest import ingest_task
 from tasks.pack import pack_task
+from tasks.sft import sft_task
 from tasks.stage import Manifest
 from tasks.tokenizer import tokenizer_task
 from tasks.train import pretrain_task
@@ -31,8 +35,11 @@ def pipeline(config: PipelineConfig) -> dict[str, Manifest]:
     pretrained = pretrain_task(packed, config.pretrain, workdir)
     exported = export_task(pretrained, tokenizer, workdir)
     finetuned = finetune_task(pretrained, tokenizer, config.finetune, workdir)
+    instructed = sft_task(pretrained, tokenizer, config.sft, workdir) if config.sft.data else None
 
     manifests = {"ingest": ingested, "clean": cleaned, "dedup": deduped, "tokenizer": tokenizer, "pack": packed,
                  "pretrain": pretrained, "export": exported, "finetune": finetuned}
+    if instructed is not None:
+        manifests["sft"] = instructed
     report = evaluate_task(manifests, config.evaluate, config.model_dump(mode="json"), workdir)
     return manifests | {"evaluate": report}

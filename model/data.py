@@ -2,6 +2,7 @@
 
 LM blocks: one column `tokens`, fixed_size_list<uint16|uint32>[seq_len + 1].
 Labelled sets: `tokens` (fixed-size, padded), `length`, `label`.
+SFT pairs: `tokens` (prompt + response + EOS, padded to seq_len + 1), `prompt_length`, `length`.
 Files are Arrow IPC streams, the format `datasets.Dataset.from_file` memory-maps too.
 """
 
@@ -69,6 +70,25 @@ def labelled_batch(data: TokenArrays, indices: np.ndarray) -> tuple[torch.Tensor
     lengths = torch.from_numpy(data.extra["length"][indices].astype(np.int64))
     labels = torch.from_numpy(data.extra["label"][indices].astype(np.int64))
     return tokens, lengths, labels
+
+
+IGNORE_INDEX = -100  # cross_entropy skips these targets
+
+
+def sft_batch(data: TokenArrays, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets where only response tokens (and the closing EOS) are predicted."""
+    rows = torch.from_numpy(data.rows(indices).astype(np.int64))  # (B, T + 1)
+    prompt_lengths = torch.from_numpy(data.extra["prompt_length"][indices].astype(np.int64))
+    lengths = torch.from_numpy(data.extra["length"][indices].astype(np.int64))
+    return sft_targets(rows, prompt_lengths, lengths)
+
+
+def sft_targets(rows: torch.Tensor, prompt_lengths: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = rows[:, :-1], rows[:, 1:].clone()
+    predicted = torch.arange(1, rows.shape[1])[None, :]  # position of the token each target predicts
+    keep = (predicted >= prompt_lengths[:, None]) & (predicted < lengths[:, None])
+    y[~keep] = IGNORE_INDEX
+    return x, y
 
 
 def token_dtype(vocab_size: int) -> pa.DataType:

@@ -39,19 +39,21 @@ def predict(model: GPTClassifier, data_path: Path, batch_size: int = 64) -> tupl
 
 @torch.no_grad()
 def generate(model: GPT, prompt_ids: list[int], max_new_tokens: int, top_p: float | None = None,
-             temperature: float = 1.0, seed: int = 0) -> list[int]:
-    """Greedy decoding when top_p is None, nucleus sampling otherwise."""
+             temperature: float = 1.0, seed: int = 0, stop_id: int | None = None) -> list[int]:
+    """Greedy decoding when top_p is None, nucleus sampling otherwise; stops after stop_id if given."""
     generator = torch.Generator().manual_seed(seed)
     ids = list(prompt_ids)
     for _ in range(max_new_tokens):
         context = torch.tensor([ids[-model.cfg.seq_len :]])
         logits = model(context)[0, -1].float()
-        if top_p is None:
-            ids.append(int(logits.argmax()))
-            continue
-        probs = F.softmax(logits / temperature, dim=-1)
-        sorted_probs, order = probs.sort(descending=True)
-        keep = sorted_probs.cumsum(0) - sorted_probs < top_p  # smallest set whose mass reaches top_p
-        choice = torch.multinomial(sorted_probs * keep, 1, generator=generator)
-        ids.append(int(order[choice]))
+        ids.append(int(logits.argmax()) if top_p is None else sample_top_p(logits, top_p, temperature, generator))
+        if ids[-1] == stop_id:
+            break
     return ids[len(prompt_ids) :]
+
+
+def sample_top_p(logits: torch.Tensor, top_p: float, temperature: float, generator: torch.Generator) -> int:
+    probs = F.softmax(logits / temperature, dim=-1)
+    sorted_probs, order = probs.sort(descending=True)
+    keep = sorted_probs.cumsum(0) - sorted_probs < top_p  # smallest set whose mass reaches top_p
+    return int(order[torch.multinomial(sorted_probs * keep, 1, generator=generator)])

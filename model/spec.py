@@ -38,7 +38,7 @@ class TrainConfig:
 
 @dataclass
 class TrainSpec:
-    objective: Literal["lm", "classify"]
+    objective: Literal["lm", "classify", "sft"]
     model: GPTConfig
     train: TrainConfig
     train_data: str

@@ -23,18 +23,21 @@ if __package__ in (None, ""):  # run as a file by the launcher: make `model` imp
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import engine as ds
-from model.data import TokenArrays, labelled_batch, lm_batch, rank_batches
+from model.data import IGNORE_INDEX, TokenArrays, labelled_batch, lm_batch, rank_batches, sft_batch
 from model.gpt import GPT, GPTClassifier
 from model.spec import TrainSpec
 from model.weights import load_into, save_weights
 
 
+EXTRA_COLUMNS = {"lm": (), "classify": ("length", "label"), "sft": ("prompt_length", "length")}
+
+
 class Objective:
-    """What differs between pretraining and fine-tuning: data, model, loss, validation."""
+    """What differs between pretraining, classification and SFT: data, model, loss, validation."""
 
     def __init__(self, spec: TrainSpec):
         self.spec = spec
-        extra = ("length", "label") if spec.objective == "classify" else ()
+        extra = EXTRA_COLUMNS[spec.objective]
         self.train_rows = TokenArrays(spec.train_data, extra)
         self.val_rows = TokenArrays(spec.val_data, extra)
 
@@ -42,19 +45,21 @@ class Objective:
         backbone = GPT(self.spec.model)
         if self.spec.init_from:
             load_into(backbone, Path(self.spec.init_from))
-        if self.spec.objective == "lm":
-            return backbone
-        return GPTClassifier(backbone, self.spec.num_classes)
+        if self.spec.objective == "classify":
+            return GPTClassifier(backbone, self.spec.num_classes)
+        return backbone
 
     def batch(self, rows: TokenArrays, indices: np.ndarray):
-        return lm_batch(rows, indices) if self.spec.objective == "lm" else labelled_batch(rows, indices)
+        readers = {"lm": lm_batch, "classify": labelled_batch, "sft": sft_batch}
+        return readers[self.spec.objective](rows, indices)
 
     def loss(self, engine, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (loss, logits); logits are (B, T, V) for lm and (B, C) for classify."""
-        if self.spec.objective == "lm":
+        """Returns (loss, logits); logits are (B, T, V) for lm and sft, (B, C) for classify."""
+        if self.spec.objective in ("lm", "sft"):
             x, y = (t.to(engine.device) for t in batch)
             logits = engine(x)
-            return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten()), logits
+            # sft targets hold IGNORE_INDEX on prompt and padding positions: only the response is learned
+            return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX), logits
         tokens, lengths, labels = (t.to(engine.device) for t in batch)
         logits = engine(tokens, lengths)
         weight = torch.tensor(self.spec.class_weights, device=logits.device) if self.spec.class_weights else None
@@ -77,7 +82,7 @@ def evaluate(engine, objective: Objective, rank: int, world: int) -> dict:
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64)
     per_rank = len(objective.val_rows) // world
     indices = np.arange(rank, world * per_rank, world)  # every rank sees its own val rows
-    batch_limit = cfg.eval_batches if objective.spec.objective == "lm" else None
+    batch_limit = None if objective.spec.objective == "classify" else cfg.eval_batches
     with torch.no_grad():
         for i, start in enumerate(range(0, len(indices), cfg.micro_batch_size)):
             if batch_limit is not None and i >= batch_limit:

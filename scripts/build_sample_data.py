@@ -5,7 +5,8 @@
 Writes two zstd-compressed Parquet files:
   corpus.parquet     pretraining text: State of the Union addresses + Moby-Dick chapters
   sms_spam.parquet   labelled set for fine-tuning: label ("ham"/"spam"), text
-and data/tiny/: the first Moby-Dick chapters as plain text files, for the test recipe.
+and data/tiny/: the first Moby-Dick chapters as plain text files, for the test recipe,
+and data/sms_instructions.jsonl: SMS messages as prompt/response pairs, a small SFT example.
 Rows are sorted by id so that the output is byte-stable for the same input.
 """
 
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 # Small row groups so that ingest has several units of work even on the sample.
 ROW_GROUP_SIZE = 32
 TINY_CHAPTERS = 24
+NUM_INSTRUCTIONS = 800
 
 
 def read_sotu(path: Path) -> list[dict]:
@@ -44,6 +46,13 @@ def read_sms(path: Path) -> list[dict]:
         return [{"label": label, "text": text} for label, text in reader]
 
 
+def write_instructions(sms: list[dict], path: Path) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for row in sms:
+            prompt = f"Message: {row['text']}\nIs this message spam or ham? Answer:"
+            f.write(json.dumps({"prompt": prompt, "response": f" {row['label']}"}) + "\n")
+
+
 def write_parquet(rows: list[dict], path: Path) -> None:
     table = pa.Table.from_pylist(rows)
     pq.write_table(table, path, compression="zstd", compression_level=19, row_group_size=ROW_GROUP_SIZE)
@@ -62,6 +71,7 @@ def main() -> None:
     write_parquet(corpus, args.out / "corpus.parquet")
     sms = read_sms(args.corpora / "sms_spam.tsv")
     pq.write_table(pa.Table.from_pylist(sms), args.out / "sms_spam.parquet", compression="zstd", compression_level=19)
+    write_instructions(sms[:NUM_INSTRUCTIONS], args.out / "sms_instructions.jsonl")
     tiny = args.out / "tiny"
     tiny.mkdir(exist_ok=True)
     for n in range(1, TINY_CHAPTERS + 1):

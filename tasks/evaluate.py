@@ -85,6 +85,18 @@ def extra_perplexities(model, tokenizer: Manifest, cfg: EvaluateConfig, folder: 
     return results
 
 
+def sft_metrics(tuned: Manifest, tokenizer: Manifest, cfg: EvaluateConfig) -> dict:
+    """Validation loss on response tokens, and what the tuned model answers to held-out prompts."""
+    model = load_gpt(tuned.path)
+    tok = Tokenizer.from_file(str(tokenizer.file("tokenizer")))
+    prompts = json.loads(tuned.file("val_prompts").read_text())
+    answers = [{"prompt": p, "response": tok.decode(generate(model, tok.encode(p).ids[-(model.cfg.seq_len // 2):],
+                                                              cfg.max_new_tokens, stop_id=tok.token_to_id(EOS)))}
+               for p in prompts]
+    return {"val_loss": tuned.stats["final_val_loss"], "first_train_loss": tuned.stats["first_train_loss"],
+            "final_train_loss": tuned.stats["final_train_loss"], "samples": answers}
+
+
 def compute_metrics(manifests: dict[str, Manifest], cfg: EvaluateConfig, folder: Path) -> dict:
     packed, pretrained, finetuned = manifests["pack"], manifests["pretrain"], manifests["finetune"]
     lm_model = load_gpt(pretrained.path)
@@ -125,6 +137,8 @@ def evaluate(manifests: dict[str, Manifest], cfg: EvaluateConfig, run_config: di
         metrics["data"] = {name: m.counts | {"rejected_by_reason": m.stats.get("rejected_by_reason", {})}
                            for name, m in manifests.items() if name in ("ingest", "clean", "dedup")}
         metrics["lineage"] = {name: m.fingerprint for name, m in manifests.items()}
+        if "sft" in manifests:
+            metrics["sft"] = sft_metrics(manifests["sft"], manifests["tokenizer"], cfg)
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
         samples = generation_samples(manifests["pretrain"], manifests["tokenizer"], cfg)
         save_report_inputs(folder, manifests, samples, run_config)

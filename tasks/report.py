@@ -29,16 +29,21 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def plot_training(metrics_by_run: dict[str, list[dict]]) -> str:
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-    for run, records in metrics_by_run.items():
+    """Loss per run (their scales differ: next-token vs classification), learning rate, throughput."""
+    fig, axes = plt.subplots(1, len(metrics_by_run) + 2, figsize=(15, 3.4))
+    for ax, (run, records) in zip(axes, metrics_by_run.items()):
         train = [r for r in records if r["split"] == "train"]
         val = [r for r in records if r["split"] == "val"]
-        axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], label=f"{run} train")
-        axes[0].plot([r["step"] for r in val], [r["loss"] for r in val], "o--", label=f"{run} val")
-        axes[1].plot([r["step"] for r in train], [r["lr"] for r in train], label=run)
-        axes[2].plot([r["step"] for r in train[1:]], [r["tokens_per_s"] for r in train[1:]], label=run)
-    for ax, title in zip(axes, ("loss", "learning rate", "tokens/s (all ranks)")):
-        ax.set_title(title)
+        ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
+        ax.plot([r["step"] for r in val], [r["loss"] for r in val], "o--", label="val")
+        ax.set_title(f"{run} loss")
+    for run, records in metrics_by_run.items():
+        train = [r for r in records if r["split"] == "train"]
+        axes[-2].plot([r["step"] for r in train], [r["lr"] for r in train], label=run)
+        axes[-1].plot([r["step"] for r in train[1:]], [r["tokens_per_s"] for r in train[1:]], label=run)
+    axes[-2].set_title("learning rate")
+    axes[-1].set_title("tokens/s (all ranks)")
+    for ax in axes:
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
     return figure_to_data_uri(fig)
@@ -63,9 +68,10 @@ def plot_funnel(data: dict) -> str:
 def plot_confusion(confusion: list[list[int]], labels: list[str]) -> str:
     fig, ax = plt.subplots(figsize=(3.4, 3))
     ax.imshow(confusion, cmap="Blues")
+    darkest = max(max(row) for row in confusion)
     for i, row in enumerate(confusion):
         for j, value in enumerate(row):
-            ax.text(j, i, str(value), ha="center", va="center")
+            ax.text(j, i, str(value), ha="center", va="center", color="white" if value > darkest / 2 else "black")
     ax.set_xticks(range(len(labels)), labels)
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
@@ -149,7 +155,7 @@ def render_report(folder: Path) -> Path:
 
 
 def write_report(folder: Path, metrics: dict, manifests: dict[str, Manifest], samples: list[dict], run_config: dict) -> None:
-    runs = {name: read_jsonl(manifests[name].file("metrics")) for name in ("pretrain", "finetune")}
+    runs = {name: read_jsonl(manifests[name].file("metrics")) for name in ("pretrain", "finetune", "sft") if name in manifests}
     cls = metrics["classification"]
     images = {"training": plot_training(runs), "funnel": plot_funnel(metrics["data"]),
               "confusion": plot_confusion(cls["model"]["confusion"], cls["labels"])}
@@ -166,7 +172,10 @@ def write_report(folder: Path, metrics: dict, manifests: dict[str, Manifest], sa
              for s, d in metrics["data"].items()]),
         "Stages": html_table(stage_table(manifests)),
         "Generation samples": html_table(samples),
-        "Lineage": "<pre>" + html.escape(yaml.safe_dump(run_config, sort_keys=False)) + "</pre>" + html_table([metrics["lineage"]]),
+        **({"SFT (response tokens only)": html_table([{k: v for k, v in metrics["sft"].items() if k != "samples"}])
+            + html_table(metrics["sft"]["samples"])} if "sft" in metrics else {}),
+        "Lineage": html_table([metrics["lineage"]]) + "<details><summary>resolved config</summary><pre>"
+        + html.escape(yaml.safe_dump(run_config, sort_keys=False)) + "</pre></details>",
     }
     body = "".join(f"<h2>{title}</h2>{content}" for title, content in sections.items())
     (folder / "report.html").write_text(PAGE.format(body=body))

@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -6,9 +7,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
 
-# Prefect keeps its ephemeral database under PREFECT_HOME: keep tests out of the user's.
-os.environ.setdefault("PREFECT_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / "tokenmill-test-prefect"))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Each session gets its own Prefect database (the ephemeral API keeps it under PREFECT_HOME),
+# and never the user's server: tests assert on the runs they made.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tokenmill-test-prefect-")
+os.environ.pop("PREFECT_API_URL", None)
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,8 @@
 """The tiny recipe through the real flow: Prefect (ephemeral API), Ray, and the DeepSpeed launcher with 2 ranks."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -12,9 +14,6 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    import os
-    from pathlib import Path
-
     workdir = tmp_path_factory.mktemp("tiny-run")
     cwd = os.getcwd()
     os.chdir(Path(__file__).resolve().parents[1])
@@ -35,7 +34,7 @@ def test_pipeline_runs_and_prints_report_metrics_and_timings(tiny_run, ray_local
     workdir, result, _ = tiny_run
     assert result.exit_code == 0, result.output
     assert "report" in result.output and "report.html" in result.output
-    for stage in ("ingest", "clean", "dedup", "tokenizer", "pack", "pretrain", "finetune", "evaluate"):
+    for stage in ("ingest", "clean", "dedup", "tokenizer", "pack", "pretrain", "export", "finetune", "sft", "evaluate"):
         assert stage in result.output
 
 
@@ -52,11 +51,59 @@ def test_report_and_metrics_hold_real_numbers(tiny_run, ray_local):
     assert sum(map(sum, cls["model"]["confusion"])) == cls["test_examples"]
     for stage, counts in metrics["data"].items():
         assert counts["docs_in"] == counts["kept"] + counts["rejected"], stage
+    sft = metrics["sft"]
+    assert sft["final_train_loss"] < sft["first_train_loss"] and len(sft["samples"]) > 0
     html = find_one(workdir, "evaluate/*/report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "baseline: bow_logreg" in html
+    assert "SFT (response tokens only)" in html
+
+
+def test_export_loads_in_transformers(tiny_run, ray_local):
+    import torch
+    import transformers
+
+    workdir, _, _ = tiny_run
+    folder = find_one(workdir, "export/*/config.json").parent
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    ids = torch.tensor([tokenizer("Call me Ishmael.")["input_ids"]])
+    assert model.generate(ids, max_new_tokens=3, do_sample=False).shape[1] == ids.shape[1] + 3
+
+
+def test_report_redraws_from_stored_outputs(tiny_run, ray_local):
+    workdir, _, _ = tiny_run
+    report = find_one(workdir, "evaluate/*/report.html")
+    report.unlink()
+    result = CliRunner().invoke(app, ["report", str(workdir)])
+    assert result.exit_code == 0, result.output
+    assert report.exists() and "tokenmill report" in report.read_text()
+
+
+def test_prefect_recorded_the_run_and_its_artifacts(tiny_run, ray_local):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowFilter, FlowFilterName,
+                                                FlowRunFilter, TaskRunFilter)
+    from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
+
+    keys = ["tokenmill-report", "tokenmill-stage-stats", "tokenmill-report-html"]
+
+    async def query():
+        async with get_client() as client:
+            runs = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["pipeline"])),
+                                          sort=FlowRunSort.START_TIME_DESC, limit=50)
+            found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)),
+                                                flow_run_filter=FlowRunFilter(id={"any_": [r.id for r in runs]}),
+                                                task_run_filter=TaskRunFilter(), sort=ArtifactSort.CREATED_DESC, limit=50)
+            return runs, found
+
+    runs, artifacts = asyncio.run(query())
+    assert runs and all(r.state.is_completed() for r in runs)
+    assert {a.key for a in artifacts} == set(keys)
 
 
 def test_unchanged_rerun_is_all_cached(tiny_run, ray_local):
     _, _, rerun = tiny_run
     assert rerun.exit_code == 0, rerun.output
-    assert rerun.output.count("cached") >= 8 and " ran " not in rerun.output
+    assert rerun.output.count("cached") >= 10 and " ran " not in rerun.output

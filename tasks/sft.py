@@ -1,0 +1,103 @@
+"""Supervised fine-tuning on prompt/response pairs: the loss counts response tokens only.
+
+Optional: runs when `sft.data` names a JSONL file of {"prompt": ..., "response": ...} objects.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from prefect import task
+from pydantic import BaseModel, ConfigDict, Field
+from tokenizers import Tokenizer
+
+from model.data import TokenRowWriter
+from model.spec import TrainConfig, TrainSpec
+from tasks.pack import is_validation
+from tasks.stage import Manifest, file_digest, fingerprint, run_stage
+from tasks.tokenizer import EOS, PAD
+from tasks.train import LaunchConfig, launch_training, loss_summary, read_metrics
+
+VERSION = "1"
+
+
+class SFTConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    data: Path | None = Field(None, description="JSONL of prompt/response objects; no SFT stage when unset")
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of pairs (by hash) held out")
+    train: TrainConfig = TrainConfig(max_steps=100, micro_batch_size=16, lr=5e-4, warmup_steps=10, eval_every=50)
+    launch: LaunchConfig = LaunchConfig()
+
+
+def read_pairs(path: Path, cfg: SFTConfig) -> list[tuple[str, str]]:
+    """(prompt, response) pairs; a malformed line is an error that names file and line."""
+    pairs = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from None
+            prompt, response = record.get(cfg.prompt_field), record.get(cfg.response_field)
+            if not isinstance(prompt, str) or not isinstance(response, str):
+                raise ValueError(f"{path}:{number}: needs string fields {cfg.prompt_field!r} and {cfg.response_field!r}")
+            pairs.append((prompt, response))
+    if not pairs:
+        raise ValueError(f"{path}: no prompt/response pairs")
+    return pairs
+
+
+def encode_pairs(tokenizer: Tokenizer, pairs: list[tuple[str, str]], width: int) -> dict[str, np.ndarray]:
+    """Rows of prompt + response + EOS, cut to `width` and padded; the prompt keeps at least half."""
+    pad, eos = tokenizer.token_to_id(PAD), tokenizer.token_to_id(EOS)
+    rows = np.full((len(pairs), width), pad, dtype=np.int64)
+    prompt_lengths, lengths = np.zeros(len(pairs), np.int64), np.zeros(len(pairs), np.int64)
+    for i, (prompt, response) in enumerate(pairs):
+        prompt_ids = tokenizer.encode(prompt).ids[-(width // 2):]
+        ids = (prompt_ids + tokenizer.encode(response).ids + [eos])[:width]
+        rows[i, : len(ids)] = ids
+        prompt_lengths[i], lengths[i] = len(prompt_ids), len(ids)
+    return {"rows": rows, "prompt_length": prompt_lengths, "length": lengths}
+
+
+def prepare_pairs(cfg: SFTConfig, tokenizer_path: Path, width: int, folder: Path) -> dict[str, int]:
+    pairs = read_pairs(cfg.data, cfg)
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    encoded = encode_pairs(tokenizer, pairs, width)
+    is_val = np.array([is_validation(f"{p}\n{r}", cfg.val_fraction) for p, r in pairs])
+    counts = {}
+    for split, mask in (("train", ~is_val), ("val", is_val)):
+        if not mask.any():
+            raise ValueError(f"sft: the {split} split of {cfg.data} is empty; add pairs or change sft.val_fraction")
+        writer = TokenRowWriter(folder / f"{split}.arrow", width, tokenizer.get_vocab_size(), ("prompt_length", "length"))
+        writer.write(encoded["rows"][mask], prompt_length=encoded["prompt_length"][mask], length=encoded["length"][mask])
+        writer.close()
+        counts[f"{split}_pairs"] = int(mask.sum())
+    (folder / "val_prompts.json").write_text(json.dumps([p for (p, _), v in zip(pairs, is_val) if v][:4]))
+    return counts
+
+
+def sft(pretrained: Manifest, tokenizer: Manifest, cfg: SFTConfig, workdir: Path) -> Manifest:
+    config = cfg.model_dump(mode="json", exclude={"launch", "data"}) | {"num_procs": cfg.launch.num_procs}
+    fp = fingerprint("sft", VERSION, config, [pretrained.fingerprint, tokenizer.fingerprint, file_digest(cfg.data)])
+
+    def build(folder: Path) -> dict:
+        backbone = TrainSpec.load(pretrained.file("spec")).model
+        counts = prepare_pairs(cfg, tokenizer.file("tokenizer"), backbone.seq_len + 1, folder)
+        spec = TrainSpec(objective="sft", model=backbone, train=cfg.train, train_data=str(folder / "train.arrow"),
+                         val_data=str(folder / "val.arrow"), out_dir=str(folder), init_from=str(pretrained.file("weights")))
+        launch_training(spec, cfg.launch, folder, "sft")
+        return {"counts": counts, "stats": loss_summary(read_metrics(folder / "metrics.jsonl")),
+                "files": {"weights": "model.safetensors", "metrics": "metrics.jsonl", "spec": "train_spec.json",
+                          "val_prompts": "val_prompts.json"}}
+
+    return run_stage(workdir, "sft", fp, build)
+
+
+@task(name="sft", retries=0)
+def sft_task(pretrained: Manifest, tokenizer: Manifest, cfg: SFTConfig, workdir: Path) -> Manifest:
+    return sft(pretrained, tokenizer, cfg, workdir)
