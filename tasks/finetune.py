@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +27,7 @@ class FinetuneConfig(BaseModel):
     data: Path = Field(description="labelled file: .parquet, .csv, .tsv or .jsonl")
     text_column: str = "text"
     label_column: str = "label"
+    column_names: list[str] | None = Field(None, description="for a CSV/TSV without a header row: its column names")
     positive_label: str = Field("spam", description="the class whose F1 is the headline metric")
     max_len: int = Field(64, ge=4, description="tokens per example (truncated or padded)")
     val_fraction: float = Field(0.15, gt=0, lt=0.5)
@@ -36,23 +38,39 @@ class FinetuneConfig(BaseModel):
     launch: LaunchConfig = LaunchConfig()
 
 
-def read_labelled(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
+def read_table(path: Path, column_names: list[str] | None) -> pa.Table:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        table = pq.read_table(path)
-    elif suffix in (".csv", ".tsv"):
-        table = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ","))
-    elif suffix == ".jsonl":
-        import pyarrow.json as pajson
+        return pq.read_table(path)
+    if suffix in (".csv", ".tsv"):
+        # TSV exports rarely quote; a stray " in a message must not swallow the lines after it
+        parse = pacsv.ParseOptions(delimiter="\t", quote_char=False) if suffix == ".tsv" else pacsv.ParseOptions()
+        read = pacsv.ReadOptions(column_names=column_names) if column_names else pacsv.ReadOptions()
+        return pacsv.read_csv(path, read_options=read, parse_options=parse)
+    if suffix == ".jsonl":
+        return pajson.read_json(path)
+    raise ValueError(f"{path}: unsupported labelled file type {suffix!r} (parquet, csv, tsv, jsonl)")
 
-        table = pajson.read_json(path)
-    else:
-        raise ValueError(f"{path}: unsupported labelled file type {suffix!r} (parquet, csv, tsv, jsonl)")
-    for role, column in (("text_column", text_column), ("label_column", label_column)):
+
+def read_labelled(cfg: "FinetuneConfig") -> tuple[list[str], list[str], list[dict]]:
+    """(texts, labels, rejected): rows with no label are set aside with a reason, never dropped silently."""
+    path = cfg.data
+    try:
+        table = read_table(path, cfg.column_names)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise ValueError(f"{path}: cannot read as {path.suffix} ({str(err).splitlines()[0]})") from None
+    for role, column in (("text_column", cfg.text_column), ("label_column", cfg.label_column)):
         if column not in table.column_names:
             raise ValueError(f"{path}: no column {column!r} (finetune.{role}); columns are {table.column_names}")
-    texts = [t or "" for t in table.column(text_column).to_pylist()]
-    return texts, [str(label) for label in table.column(label_column).to_pylist()]
+    texts, labels, rejected = [], [], []
+    raw_texts, raw_labels = table.column(cfg.text_column).to_pylist(), table.column(cfg.label_column).to_pylist()
+    for row, (text, label) in enumerate(zip(raw_texts, raw_labels), start=1):
+        if label is None or str(label).strip() == "":
+            rejected.append({"row": row, "text": text, "reason": "missing_label"})
+            continue
+        texts.append(text if isinstance(text, str) else "")
+        labels.append(str(label).strip())
+    return texts, labels, rejected
 
 
 def stratified_splits(labels: list[str], cfg: FinetuneConfig) -> dict[str, np.ndarray]:
@@ -75,10 +93,15 @@ def encode_padded(tokenizer: Tokenizer, texts: list[str], max_len: int) -> tuple
 
 
 def prepare_labelled(cfg: FinetuneConfig, tokenizer_path: Path, folder: Path) -> dict:
-    texts, labels = read_labelled(cfg.data, cfg.text_column, cfg.label_column)
+    texts, labels, rejected = read_labelled(cfg)
+    if rejected:
+        pq.write_table(pa.Table.from_pylist(rejected), folder / "rejected.parquet")
     label_names = sorted(set(labels))
     if cfg.positive_label not in label_names:
         raise ValueError(f"finetune.positive_label {cfg.positive_label!r} is not a label in {cfg.data} ({label_names})")
+    rare = {name: n for name, n in zip(label_names, np.bincount([label_names.index(x) for x in labels])) if n < 3}
+    if rare:
+        raise ValueError(f"{cfg.data}: every label needs at least 3 examples for a stratified split; too few: {rare}")
     label_ids = np.array([label_names.index(label) for label in labels])
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     splits = stratified_splits(labels, cfg)
@@ -92,7 +115,7 @@ def prepare_labelled(cfg: FinetuneConfig, tokenizer_path: Path, folder: Path) ->
     train_counts = np.bincount(label_ids[splits["train"]], minlength=len(label_names))
     weights = (len(splits["train"]) / (len(label_names) * np.maximum(train_counts, 1))).tolist()
     return {"label_names": label_names, "class_weights": weights if cfg.class_weighting else None,
-            "counts": {f"{s}_examples": len(i) for s, i in splits.items()}}
+            "counts": {f"{s}_examples": len(i) for s, i in splits.items()} | {"rejected_missing_label": len(rejected)}}
 
 
 def finetune(pretrained: Manifest, tokenizer: Manifest, cfg: FinetuneConfig, workdir: Path) -> Manifest:
