@@ -38,6 +38,8 @@ def launch_env(num_procs: int, use_gpu: bool) -> dict[str, str]:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // num_procs))
         env["LOCAL_SIZE"] = str(num_procs)
     env["PYTHONUNBUFFERED"] = "1"
+    # the ranks run in their own session; they watch this pid and stop if it is killed
+    env["TOKENMILL_OWNER_PID"] = str(os.getpid())
     return env
 
 

@@ -47,17 +47,22 @@ def epoch_order(num_rows: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_rows)
 
 
-def rank_batches(num_rows: int, batch_size: int, seed: int, rank: int, world: int) -> Iterator[np.ndarray]:
-    """Endless batches of row indices for one rank: each epoch split evenly across ranks."""
+def rank_batches(num_rows: int, batch_size: int, seed: int, rank: int, world: int, skip: int = 0) -> Iterator[np.ndarray]:
+    """Endless batches of row indices for one rank: each epoch split evenly across ranks.
+
+    `skip` batches are passed over without reading anything, so a resumed run continues
+    exactly where the checkpoint left off.
+    """
     per_rank = num_rows // world
     if per_rank < batch_size:
         raise ValueError(f"{num_rows} rows cannot fill a batch of {batch_size} on each of {world} ranks")
-    epoch = 0
+    per_epoch = per_rank // batch_size
+    epoch, first = divmod(skip, per_epoch)
     while True:
         mine = epoch_order(num_rows, seed, epoch)[rank::world][:per_rank]
-        for start in range(0, per_rank - batch_size + 1, batch_size):
+        for start in range(first * batch_size, per_epoch * batch_size, batch_size):
             yield mine[start : start + batch_size]
-        epoch += 1
+        epoch, first = epoch + 1, 0
 
 
 def lm_batch(blocks: TokenArrays, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

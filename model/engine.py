@@ -2,6 +2,7 @@
 
 import math
 import os
+from pathlib import Path
 
 import deepspeed
 import torch
@@ -25,11 +26,17 @@ def deepspeed_config(cfg: TrainConfig) -> dict:
         "gradient_accumulation_steps": cfg.grad_accum_steps,
         "gradient_clipping": cfg.grad_clip,
         "zero_optimization": zero,
-        "bf16": {"enabled": cfg.precision == "bf16"},
+        "bf16": {"enabled": resolved_precision(cfg) == "bf16"},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 10**9,  # we log ourselves
         "wall_clock_breakdown": False,
     }
+
+
+def resolved_precision(cfg: TrainConfig) -> str:
+    if cfg.precision == "auto":
+        return "bf16" if torch.cuda.is_available() else "fp32"
+    return cfg.precision
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -58,7 +65,29 @@ def initialize(model: torch.nn.Module, cfg: TrainConfig):
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg)
     )
+    if cfg.compile:
+        engine.compile()
     return engine
+
+
+def save_checkpoint(engine, folder: Path, tag: str, client_state: dict) -> None:
+    """Every rank writes its own partition; `latest` is ours to write (see model/checkpoint.py), not DeepSpeed's."""
+    engine.save_checkpoint(str(folder), tag=tag, client_state=client_state, save_latest=False)
+
+
+def load_checkpoint(engine, folder: Path, tag: str) -> dict:
+    path, client_state = engine.load_checkpoint(str(folder), tag=tag, load_optimizer_states=True,
+                                                load_lr_scheduler_states=True)
+    if path is None:
+        raise FileNotFoundError(f"{folder / tag}: DeepSpeed could not load this checkpoint")
+    return client_state
+
+
+def optimizer_state_numel(engine) -> int:
+    """Elements of optimizer state (Adam moments) this rank holds: all of them under ZeRO-0, a 1/N share above."""
+    inner = getattr(engine.optimizer, "optimizer", engine.optimizer)  # ZeRO wraps the torch optimizer
+    return sum(t.numel() for state in inner.state.values() for t in state.values()
+               if torch.is_tensor(t) and t.numel() > 1)  # skip per-parameter step counters
 
 
 def full_state_dict(engine) -> dict | None:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -143,6 +144,7 @@ class GPT(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)
+        self.activation_checkpointing = False  # recompute each block's activations in backward: memory for time
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -156,7 +158,10 @@ class GPT(nn.Module):
         x = self.embed_tokens(idx)  # (B, T, C)
         cos, sin = self.rope_cos[:T], self.rope_sin[:T]
         for block in self.layers:
-            x = block(x, cos, sin, key_padding_mask)
+            if self.activation_checkpointing and self.training:
+                x = checkpoint(block, x, cos, sin, key_padding_mask, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, key_padding_mask)
         return self.norm(x)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -164,6 +169,11 @@ class GPT(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token (forward + backward), the PaLM appendix B count used for MFU."""
+        cfg = self.cfg
+        return 6 * self.num_params() + 12 * cfg.n_layer * cfg.d_model * cfg.seq_len
 
 
 class GPTClassifier(nn.Module):

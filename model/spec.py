@@ -27,13 +27,19 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
     zero_stage: Literal[0, 1, 2, 3] = 2
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPUs, fp32 on CPU
+    activation_checkpointing: bool = False
+    compile: bool = False  # torch.compile through DeepSpeed (GPU; slow to start on CPU)
     seed: int = 1234
     log_every: int = 10
     eval_every: int = 50
     eval_batches: int = 8
     # stop after this many evaluations without a better validation score (classification: macro F1)
     early_stopping_patience: int | None = None
+    # checkpoints (model, optimizer, scheduler, data position, RNG) every N steps; the last K are kept
+    checkpoint_every: int | None = None
+    keep_checkpoints: int = 2
+    peak_tflops: float | None = None  # per device, for MFU; looked up for known GPUs when unset
 
 
 @dataclass
@@ -48,6 +54,7 @@ class TrainSpec:
     num_classes: int = 0
     class_weights: list[float] | None = None
     label_names: list[str] = field(default_factory=list)
+    checkpoint_dir: str | None = None  # default: <out_dir>/checkpoints
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))

@@ -9,6 +9,7 @@ weights as <out_dir>/model.safetensors.
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 if __package__ in (None, ""):  # run as a file by the launcher: make `model` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from model import checkpoint as ckpt
 from model import engine as ds
 from model.data import IGNORE_INDEX, TokenArrays, labelled_batch, lm_batch, rank_batches, sft_batch
 from model.gpt import GPT, GPTClassifier
@@ -121,13 +123,23 @@ def train(spec: TrainSpec) -> None:
     cfg = spec.train
     seed_everything(cfg.seed)
     objective = Objective(spec)
-    engine = ds.initialize(objective.build_model(), cfg)
+    model = objective.build_model()
+    backbone = model.backbone if isinstance(model, GPTClassifier) else model
+    backbone.activation_checkpointing = cfg.activation_checkpointing
+    engine = ds.initialize(model, cfg)
     out_dir = Path(spec.out_dir)
-    log = MetricsLog(out_dir / "metrics.jsonl", enabled=rank == 0)
-    batches = rank_batches(len(objective.train_rows), cfg.micro_batch_size, cfg.seed, rank, world)
+    ckpt_dir = Path(spec.checkpoint_dir) if spec.checkpoint_dir else out_dir / "checkpoints"
     tracker = BestTracker(cfg.early_stopping_patience)
-    started = time.perf_counter()
-    for step in range(1, cfg.max_steps + 1):
+    resumed = resume(engine, ckpt_dir, tracker, world)
+    log = MetricsLog(out_dir / "metrics.jsonl", enabled=rank == 0, keep_until=resumed)
+    if resumed:
+        log.write(split="resume", step=resumed)
+    batches = rank_batches(len(objective.train_rows), cfg.micro_batch_size, cfg.seed, rank, world,
+                           skip=resumed * cfg.grad_accum_steps)
+    throughput = Throughput(backbone, world)
+    started, step = time.perf_counter(), resumed
+    for step in range(resumed + 1, cfg.max_steps + 1):
+        stop_if_orphaned()
         step_started, losses, num_tokens = time.perf_counter(), [], 0
         for _ in range(cfg.grad_accum_steps):
             batch = objective.batch(objective.train_rows, next(batches))
@@ -139,7 +151,8 @@ def train(spec: TrainSpec) -> None:
         if step % cfg.log_every == 0 or step in (1, cfg.max_steps):
             elapsed = time.perf_counter() - step_started
             log.write(split="train", step=step, loss=all_mean(float(np.mean(losses))), lr=engine.get_lr()[0],
-                      tokens_per_s=num_tokens / elapsed, elapsed_s=time.perf_counter() - started)
+                      elapsed_s=time.perf_counter() - started, **throughput.measure(num_tokens, elapsed))
+        stop = False
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             result = evaluate(engine, objective, rank, world)
             log.write(split="val", step=step, **result)
@@ -147,10 +160,74 @@ def train(spec: TrainSpec) -> None:
             score = result["macro_f1"] if spec.objective == "classify" else float(step)
             if tracker.improved(score):
                 save(engine, spec, out_dir)
-            if tracker.should_stop():  # every rank sees the same all-reduced score, so all stop together
+            stop = tracker.should_stop()  # every rank sees the same all-reduced score, so all stop together
+            if stop:
                 log.write(split="early_stop", step=step, best_score=tracker.best)
-                break
-    log.write(split="done", step=step, elapsed_s=time.perf_counter() - started, world_size=world)
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not stop:
+            write_checkpoint(engine, ckpt_dir, step, tracker, cfg, log)
+        if stop:
+            break
+    state_numel = [None] * world
+    dist.all_gather_object(state_numel, ds.optimizer_state_numel(engine))
+    log.write(split="done", step=step, elapsed_s=time.perf_counter() - started, world_size=world,
+              optimizer_state_numel=state_numel)
+
+
+def resume(engine, ckpt_dir: Path, tracker: "BestTracker", world: int) -> int:
+    """Load the latest complete checkpoint, if any; returns the step it was taken after (0: fresh start)."""
+    tag = ckpt.latest_complete(ckpt_dir)
+    if tag is None:
+        return 0
+    state = ds.load_checkpoint(engine, ckpt_dir, tag)
+    if state["world_size"] != world:
+        raise RuntimeError(f"{ckpt_dir / tag} was written by {state['world_size']} ranks; resuming needs the same "
+                           f"number (got {world}), or remove {ckpt_dir} to start over")
+    ckpt.set_rng_state(state["rng"][dist.get_rank()])
+    tracker.best, tracker.since_best = state["tracker"]
+    return state["step"]
+
+
+def write_checkpoint(engine, ckpt_dir: Path, step: int, tracker: "BestTracker", cfg, log: "MetricsLog") -> None:
+    tag = ckpt.tag_for(step)
+    client_state = {"step": step, "world_size": dist.get_world_size(), "seed": cfg.seed,
+                    "micro_batches_per_rank": step * cfg.grad_accum_steps,
+                    "tracker": (tracker.best, tracker.since_best), "rng": ckpt.gathered_rng_states()}
+    ds.save_checkpoint(engine, ckpt_dir, tag, client_state)
+    dist.barrier()  # every rank's partition is on disk before the tag is called complete
+    if dist.get_rank() == 0:
+        ckpt.mark_complete(ckpt_dir, tag, step)
+        ckpt.prune(ckpt_dir, cfg.keep_checkpoints)
+    log.write(split="checkpoint", step=step, tag=tag)
+    dist.barrier()
+
+
+def stop_if_orphaned() -> None:
+    """The ranks run in their own session: if the tokenmill process that launched them is gone, stop."""
+    owner = os.environ.get("TOKENMILL_OWNER_PID")
+    if owner and not Path(f"/proc/{owner}").exists():
+        raise SystemExit(f"the launching process {owner} is gone; stopping (the last checkpoint stays for resume)")
+
+
+class Throughput:
+    """Tokens per second over all ranks and, on GPUs, model FLOPs utilisation."""
+
+    PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
+
+    def __init__(self, model: GPT, world: int):
+        self.world, self.flops_per_token = world, model.flops_per_token()
+        self.peak = self.peak_flops() if torch.cuda.is_available() else None
+
+    def peak_flops(self) -> float | None:
+        name = torch.cuda.get_device_name()
+        found = [tflops for key, tflops in self.PEAK_BF16_TFLOPS.items() if key in name]
+        return found[0] * 1e12 if found else None
+
+    def measure(self, num_tokens: int, seconds: float) -> dict:
+        tokens_per_s = num_tokens / seconds
+        result = {"tokens_per_s": tokens_per_s}
+        if self.peak:
+            result["mfu"] = tokens_per_s * self.flops_per_token / (self.peak * self.world)
+        return result
 
 
 class BestTracker:
@@ -178,11 +255,17 @@ def save(engine, spec: TrainSpec, out_dir: Path) -> None:
 
 
 class MetricsLog:
-    def __init__(self, path: Path, enabled: bool):
+    """metrics.jsonl; a resumed run keeps the records up to its checkpoint and drops the rest."""
+
+    def __init__(self, path: Path, enabled: bool, keep_until: int = 0):
         self.path, self.enabled = path, enabled
         if enabled:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("")
+            kept = []
+            if keep_until and path.exists():
+                records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+                kept = [r for r in records if r["step"] <= keep_until and r["split"] not in ("done", "resume")]
+            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, **record) -> None:
         if self.enabled:

@@ -16,7 +16,7 @@ from model.data import TokenRowWriter
 from model.spec import TrainConfig, TrainSpec
 from tasks.stage import Manifest, file_digest, fingerprint, run_stage
 from tasks.tokenizer import PAD
-from tasks.train import LaunchConfig, launch_training, loss_summary, read_metrics
+from tasks.train import LaunchConfig, launch_training, loss_summary, read_metrics, training_fingerprint_config
 
 VERSION = "1"
 SPLITS = ("train", "val", "test")
@@ -119,7 +119,7 @@ def prepare_labelled(cfg: FinetuneConfig, tokenizer_path: Path, folder: Path) ->
 
 
 def finetune(pretrained: Manifest, tokenizer: Manifest, cfg: FinetuneConfig, workdir: Path) -> Manifest:
-    config = cfg.model_dump(mode="json", exclude={"launch", "data"}) | {"num_procs": cfg.launch.num_procs}
+    config = training_fingerprint_config(cfg, exclude=frozenset({"data"}))
     fp = fingerprint("finetune", VERSION, config, [pretrained.fingerprint, tokenizer.fingerprint, file_digest(cfg.data)])
 
     def build(folder: Path) -> dict:
@@ -136,7 +136,7 @@ def finetune(pretrained: Manifest, tokenizer: Manifest, cfg: FinetuneConfig, wor
         return {"counts": prepared["counts"], "stats": summary | {"label_names": prepared["label_names"],
                 "positive_label": cfg.positive_label}, "files": files}
 
-    return run_stage(workdir, "finetune", fp, build)
+    return run_stage(workdir, "finetune", fp, build, resumable=True)
 
 
 @task(name="finetune", retries=0)

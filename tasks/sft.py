@@ -16,7 +16,7 @@ from model.spec import TrainConfig, TrainSpec
 from tasks.pack import is_validation
 from tasks.stage import Manifest, file_digest, fingerprint, run_stage
 from tasks.tokenizer import EOS, PAD
-from tasks.train import LaunchConfig, launch_training, loss_summary, read_metrics
+from tasks.train import LaunchConfig, launch_training, loss_summary, read_metrics, training_fingerprint_config
 
 VERSION = "1"
 
@@ -82,7 +82,7 @@ def prepare_pairs(cfg: SFTConfig, tokenizer_path: Path, width: int, folder: Path
 
 
 def sft(pretrained: Manifest, tokenizer: Manifest, cfg: SFTConfig, workdir: Path) -> Manifest:
-    config = cfg.model_dump(mode="json", exclude={"launch", "data"}) | {"num_procs": cfg.launch.num_procs}
+    config = training_fingerprint_config(cfg, exclude=frozenset({"data"}))
     fp = fingerprint("sft", VERSION, config, [pretrained.fingerprint, tokenizer.fingerprint, file_digest(cfg.data)])
 
     def build(folder: Path) -> dict:
@@ -95,7 +95,7 @@ def sft(pretrained: Manifest, tokenizer: Manifest, cfg: SFTConfig, workdir: Path
                 "files": {"weights": "model.safetensors", "metrics": "metrics.jsonl", "spec": "train_spec.json",
                           "val_prompts": "val_prompts.json"}}
 
-    return run_stage(workdir, "sft", fp, build)
+    return run_stage(workdir, "sft", fp, build, resumable=True)
 
 
 @task(name="sft", retries=0)

@@ -50,18 +50,20 @@ def file_digest(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def run_stage(workdir: Path, stage: str, fp: str, build: Callable[[Path], dict]) -> Manifest:
+def run_stage(workdir: Path, stage: str, fp: str, build: Callable[[Path], dict], resumable: bool = False) -> Manifest:
     """Return the finished output for `fp`, building it first if no complete one exists.
 
     `build(folder)` writes the stage's files into `folder` and returns the manifest
-    fields it knows (counts, stats, files).
+    fields it knows (counts, stats, files). A `resumable` stage (training) builds in a
+    staging folder named by the fingerprint alone and keeps it when it fails, so the next
+    run with the same fingerprint finds its checkpoints there and continues.
     """
     final = workdir / stage / fp
     if (final / MANIFEST).exists():
         manifest = Manifest.model_validate_json((final / MANIFEST).read_text())
         return manifest.model_copy(update={"cached": True, "path": final, "seconds": 0.0})
-    staging = workdir / stage / f".{fp}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
+    staging = workdir / stage / (f".{fp}.partial" if resumable else f".{fp}.partial-{uuid.uuid4().hex[:8]}")
+    staging.mkdir(parents=True, exist_ok=resumable)
     started = time.perf_counter()
     try:
         fields = build(staging)
@@ -71,5 +73,6 @@ def run_stage(workdir: Path, stage: str, fp: str, build: Callable[[Path], dict])
             shutil.rmtree(final)
         staging.rename(final)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not resumable:
+            shutil.rmtree(staging, ignore_errors=True)
     return manifest

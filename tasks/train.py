@@ -1,9 +1,11 @@
 """Pretraining and fine-tuning stages: write a TrainSpec, run `deepspeed model/train.py`, collect metrics."""
 
 import json
+import logging
 from pathlib import Path
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -41,6 +43,18 @@ class PretrainConfig(BaseModel):
         return GPTConfig(**(fields | {"vocab_size": vocab_size, "seq_len": seq_len}))
 
 
+# settings that change how a run is checkpointed or reported, not what it computes: kept out of the
+# fingerprint, so changing them resumes the same run instead of starting a new one
+RESUME_NEUTRAL = {"checkpoint_every", "keep_checkpoints", "peak_tflops"}
+
+
+def training_fingerprint_config(cfg: BaseModel, exclude: frozenset[str] = frozenset()) -> dict:
+    """The part of a training stage's config that its fingerprint hashes."""
+    config = cfg.model_dump(mode="json", exclude={"launch", *exclude})
+    config["train"] = {k: v for k, v in config["train"].items() if k not in RESUME_NEUTRAL}
+    return config | {"num_procs": cfg.launch.num_procs}
+
+
 def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
@@ -53,20 +67,21 @@ def launch_training(spec: TrainSpec, launch: LaunchConfig, folder: Path, descrip
     cmd = deepspeed_command(Path(model.__file__).parent / "train.py", [str(spec_path)], launch.num_procs, launch.hostfile)
     logger = get_run_logger()
     logger.info("launching: %s", " ".join(cmd))
-    log_file = (folder / "train.log").open("w")
+    progress_id = create_progress_artifact(0.0, description=f"{description}: steps done, of {spec.train.max_steps}")
+    log_file = (folder / "train.log").open("a")  # appended: a resumed run keeps the killed one's log
     with Progress(TextColumn(description), BarColumn(), TextColumn("{task.completed}/{task.total} steps {task.fields[loss]}"),
                   TimeElapsedColumn(), transient=True) as progress:
         bar = progress.add_task(description, total=spec.train.max_steps, loss="")
 
         def on_line(line: str) -> None:
             log_file.write(line + "\n")
+            is_problem = "Error" in line or "error" in line or "Traceback" in line
+            logger.log(logging.WARNING if is_problem else logging.INFO, "%s", line)  # every rank's output
             if line.startswith(METRICS_PREFIX):
                 record = json.loads(line[len(METRICS_PREFIX):])
                 if record.get("split") == "train":
                     progress.update(bar, completed=record["step"], loss=f"loss {record['loss']:.3f}")
-                logger.info("%s", line)
-            elif "Error" in line or "error" in line or "Traceback" in line:
-                logger.warning("%s", line)
+                    update_progress_artifact(progress_id, 100.0 * record["step"] / spec.train.max_steps)
 
         try:
             run_streaming(cmd, launch_env(launch.num_procs, use_gpu), on_line, cwd=folder)
@@ -84,7 +99,7 @@ def loss_summary(metrics: list[dict]) -> dict:
 
 
 def pretrain(packed: Manifest, cfg: PretrainConfig, workdir: Path) -> Manifest:
-    fp = fingerprint("pretrain", VERSION, cfg.model_dump(mode="json", exclude={"launch"}) | {"num_procs": cfg.launch.num_procs},
+    fp = fingerprint("pretrain", VERSION, training_fingerprint_config(cfg),
                      [packed.fingerprint])
 
     def build(folder: Path) -> dict:
@@ -96,7 +111,7 @@ def pretrain(packed: Manifest, cfg: PretrainConfig, workdir: Path) -> Manifest:
         return {"counts": {"steps": cfg.train.max_steps}, "stats": summary,
                 "files": {"weights": "model.safetensors", "metrics": "metrics.jsonl", "spec": "train_spec.json"}}
 
-    return run_stage(workdir, "pretrain", fp, build)
+    return run_stage(workdir, "pretrain", fp, build, resumable=True)
 
 
 @task(name="pretrain", retries=0)
