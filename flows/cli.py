@@ -54,6 +54,49 @@ def report(run: Path = typer.Argument(..., help="a work directory (its latest ev
     console.print(f"[bold]report[/bold]: {render_report(folder)}")
 
 
+bench = typer.Typer(help="benchmarks: figures for docs/benchmarks.md", no_args_is_help=True)
+app.add_typer(bench, name="bench")
+
+
+@bench.command("train")
+def bench_train(
+    size: str = typer.Option("tiny", help="named model size"),
+    seq_len: int = typer.Option(128, help="tokens per sequence"),
+    vocab_size: int = typer.Option(4096, help="vocabulary size (GPT-2: 50304)"),
+    micro_batch: int = typer.Option(16, help="sequences per step"),
+    steps: int = typer.Option(30, help="optimizer steps per loop"),
+    warmup: int = typer.Option(5, help="steps left out of the figure"),
+    zero_stage: int = typer.Option(2, help="ZeRO stage of the DeepSpeed loop"),
+    precision: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), fp32 or bf16"),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile both loops"),
+    activation_checkpointing: bool = typer.Option(False, "--activation-checkpointing"),
+    out: Path = typer.Option(Path("runs/bench-train"), help="scratch folder; bench_train.json lands here"),
+) -> None:
+    """Tokens/s of our DeepSpeed training loop against a plain PyTorch loop: same model, batch, 1 process."""
+    from pydantic import ValidationError
+
+    from tasks.bench_train import BenchTrainConfig, bench_train as run_bench
+
+    try:
+        cfg = BenchTrainConfig(size=size, seq_len=seq_len, vocab_size=vocab_size, micro_batch_size=micro_batch, steps=steps, warmup=warmup,
+                               zero_stage=zero_stage, precision=precision, compile=compile,
+                               activation_checkpointing=activation_checkpointing)
+    except ValidationError as err:
+        console.print(f"[red]error[/red] {err}")
+        raise typer.Exit(2) from None
+    result = run_bench(cfg, out)
+    console.print(f"bench train: {size} ({result['params'] / 1e6:.1f}M params), {result['device']}, {result['precision']}, "
+                  f"ZeRO-{zero_stage}, batch {micro_batch}x{seq_len}")
+    table = Table()
+    for column in ("loop", "tokens/s", "MFU"):
+        table.add_column(column)
+    for loop in ("plain", "deepspeed"):
+        mfu = result.get(f"{loop}_mfu")
+        table.add_row(loop, f"{result[f'{loop}_tokens_per_s']:,.0f}", f"{mfu:.1%}" if mfu else "-")
+    console.print(table)
+    console.print(f"overhead (plain / deepspeed): {result['overhead']:.3f}x   [{out / 'bench_train.json'}]")
+
+
 def latest_evaluation(run: Path) -> Path | None:
     if (run / "manifest.json").exists() and (run / "metrics.json").exists():
         return run

@@ -281,7 +281,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--local_rank", type=int, default=0, help="set by the deepspeed launcher")
     args = parser.parse_args(argv)
     train(TrainSpec.load(args.spec))
+    dist.barrier()
     dist.destroy_process_group()
+    # Every output is written and closed by now. Leave without running C++ static destructors:
+    # gloo/DeepSpeed comm threads sometimes abort ("terminate called without an active
+    # exception") while the interpreter tears down, which would fail a finished run.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from tasks.stage import fingerprint, run_stage
@@ -48,3 +50,22 @@ def test_output_without_manifest_is_rebuilt(tmp_path):
     result = run_stage(tmp_path, "demo", "fp1", lambda folder: {"counts": {"ok": 1}})
     assert not result.cached
     assert not (leftover / "stale.txt").exists()
+
+
+def test_a_resumable_stage_keeps_its_staging_folder_after_a_failure_and_reuses_it(tmp_path):
+    seen = []
+
+    def crash(folder: Path) -> dict:
+        (folder / "checkpoint").write_text("step 10")
+        raise RuntimeError("killed")
+
+    def finish(folder: Path) -> dict:
+        seen.append((folder / "checkpoint").read_text())  # the failed attempt's work is still there
+        return {"counts": {"steps": 20}}
+
+    with pytest.raises(RuntimeError):
+        run_stage(tmp_path, "pretrain", "fp1", crash, resumable=True)
+    assert not (tmp_path / "pretrain" / "fp1").exists()  # nothing trusted
+    manifest = run_stage(tmp_path, "pretrain", "fp1", finish, resumable=True)
+    assert seen == ["step 10"] and manifest.counts == {"steps": 20}
+    assert [p.name for p in (tmp_path / "pretrain").iterdir()] == ["fp1"]
