@@ -94,7 +94,7 @@ def bench_train(
         mfu = result.get(f"{loop}_mfu")
         table.add_row(loop, f"{result[f'{loop}_tokens_per_s']:,.0f}", f"{mfu:.1%}" if mfu else "-")
     console.print(table)
-    console.print(f"overhead (plain / deepspeed): {result['overhead']:.3f}x   [{out / 'bench_train.json'}]")
+    console.print(f"overhead (plain / deepspeed): {result['overhead']:.3f}x; figures in {out / 'bench_train.json'}", markup=False)
 
 
 def latest_evaluation(run: Path) -> Path | None:

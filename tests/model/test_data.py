@@ -44,3 +44,12 @@ def test_order_is_deterministic_per_seed_and_epoch():
 def test_too_few_rows_for_a_batch_is_explained():
     with pytest.raises(ValueError, match="cannot fill a batch"):
         next(rank_batches(6, 4, 0, 0, 2))
+
+
+def test_skipping_batches_continues_the_same_sequence():
+    from itertools import islice
+
+    full = list(islice(rank_batches(50, 4, seed=1, rank=1, world=2), 20))  # 6 batches an epoch: crosses epochs
+    for skip in (0, 5, 6, 13):
+        resumed = list(islice(rank_batches(50, 4, seed=1, rank=1, world=2, skip=skip), 20 - skip))
+        assert [b.tolist() for b in resumed] == [b.tolist() for b in full[skip:]]

@@ -68,3 +68,17 @@ def test_classifier_weights_round_trip(tmp_path):
     save_weights(clf.state_dict(), tmp_path / "model.safetensors", DEBUG)
     tokens, lengths = torch.randint(0, 64, (2, 16)), torch.tensor([16, 5])
     assert torch.equal(clf(tokens, lengths), load_classifier(tmp_path, 3)(tokens, lengths))
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    net = GPT(GPTConfig(vocab_size=64, seq_len=16, n_layer=2, n_head=2, d_model=32))
+    idx = torch.randint(0, 64, (2, 16))
+    grads = []
+    for checkpointing in (False, True):
+        net.zero_grad()
+        net.activation_checkpointing = checkpointing
+        net(idx).square().mean().backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+    for plain, recomputed in zip(*grads):
+        assert torch.allclose(plain, recomputed, atol=1e-6)

@@ -92,3 +92,32 @@ def test_prune_keeps_the_newest_complete_checkpoints(tmp_path):
     (tmp_path / "step00000012").mkdir()  # an abandoned partial save older than the newest complete one
     prune(tmp_path, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["step00000010", "step00000015"]
+
+
+def test_a_rank_killed_mid_training_fails_the_launch_without_hanging(text_blocks, tmp_path):
+    """kill -9 rank 1 only: the launcher must notice, stop rank 0 and report, not wait forever on gloo."""
+    import threading
+
+    import psutil
+    import pytest
+
+    from infra.launch import LaunchFailed, run_streaming
+
+    spec = spec_for(text_blocks, tmp_path / "out")
+    spec.train.max_steps = 100_000  # it would run for a long time if nothing failed
+    spec.save(tmp_path / "spec.json")
+    cmd = deepspeed_command(TRAIN_SCRIPT, [str(tmp_path / "spec.json")], 2)
+    killed = threading.Event()
+
+    def on_line(line: str) -> None:
+        if line.startswith('[metrics] {"split": "train", "step": 5,') and not killed.is_set():
+            rank1 = [p for p in psutil.process_iter(["cmdline"])
+                     if "--local_rank=1" in (p.info["cmdline"] or []) and str(tmp_path) in " ".join(p.info["cmdline"])]
+            rank1[0].kill()
+            killed.set()
+
+    started = time.monotonic()
+    with pytest.raises(LaunchFailed, match="exited with code"):
+        run_streaming(cmd, launch_env(2, False), on_line, cwd=tmp_path)
+    assert killed.is_set()
+    assert time.monotonic() - started < 120
