@@ -1,74 +1,173 @@
-"""Dedup: remove exact duplicates (same text after case and whitespace folding).
+"""Dedup: exact duplicates (normalised-text hash), then near duplicates (MinHash LSH).
 
-Each shard hashes its documents in parallel; the driver sees only (id, hash) pairs and
-keeps the smallest id of each group, so the result does not depend on sharding.
+Workers hash their shard's documents: a sha1 of the folded text, and the MinHash
+signature of its word 5-grams cut into LSH bands (FineWeb's 14 bands x 8 rows by
+default). The driver sees only ids and band keys, joins every pair of documents that
+share a band into clusters, and keeps the smallest id of each cluster. Because the kept
+representative depends on ids alone, the result is the same for any shard or worker count.
+
+Band keys are cached per input shard under <workdir>/dedup/.signatures/, addressed by the
+shard's content and the MinHash settings: when new files arrive, only their shards are
+hashed again.
 """
 
 import hashlib
 import re
+import uuid
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import rensa
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.parallel import map_shards
 from tasks.shards import merge_stats, rejected_table, shard_paths, shard_stats, write_parquet_atomic
-from tasks.stage import Manifest, fingerprint, run_stage
+from tasks.stage import Manifest, file_digest, fingerprint, run_stage
 
-VERSION = "1"
+VERSION = "2"
 _SPACE = re.compile(r"\s+")
+_WORD = re.compile(r"\w+")
+
+
+class MinHashConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    ngram: int = Field(5, ge=1, description="word n-grams (shingles)")
+    bands: int = Field(14, ge=1, description="LSH bands; two documents are candidates if any band matches")
+    rows: int = Field(8, ge=1, description="MinHash values per band (bands x rows permutations in all)")
+    seed: int = 1
 
 
 class DedupConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    exact: bool = Field(True, description="drop documents whose normalised text repeats an earlier one")
+    exact: bool = Field(True, description="drop documents whose normalised text repeats another's")
+    minhash: MinHashConfig = MinHashConfig()
 
 
 def exact_key(text: str) -> str:
     return hashlib.sha1(_SPACE.sub(" ", text.casefold()).strip().encode()).hexdigest()
 
 
-def hash_shard(path: str) -> list[tuple[str, str]]:
+def shingles(text: str, n: int) -> list[str]:
+    words = _WORD.findall(text.casefold())
+    return [" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1))] if words else [""]
+
+
+def band_keys(texts: list[str], cfg: MinHashConfig) -> np.ndarray:
+    """(docs, bands) uint64: a hash of each band of each document's MinHash signature."""
+    if not texts:
+        return np.zeros((0, cfg.bands), dtype=np.uint64)
+    matrix = rensa.RMinHash.digest_matrix_from_token_sets([shingles(t, cfg.ngram) for t in texts],
+                                                          cfg.bands * cfg.rows, cfg.seed)
+    signatures = np.asarray(matrix.to_rows(), dtype=np.uint64).reshape(len(texts), cfg.bands, cfg.rows)
+    # fold each band's rows into one 64-bit key (FNV-style mixing; collisions only add candidates)
+    key = np.full((len(texts), cfg.bands), 1469598103934665603, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for r in range(cfg.rows):
+            key = (key ^ signatures[:, :, r]) * np.uint64(1099511628211)
+    return key
+
+
+def hash_shard(path: str, cfg: DedupConfig, cache_dir: str) -> dict:
+    """ids, exact keys and band keys of one shard; band keys come from the cache when the shard was seen before."""
     table = pq.read_table(path, columns=["id", "text"])
-    return [(doc_id, exact_key(text)) for doc_id, text in zip(table.column("id").to_pylist(), table.column("text").to_pylist())]
+    ids, texts = table.column("id").to_pylist(), table.column("text").to_pylist()
+    result = {"ids": ids, "exact": [exact_key(t) for t in texts], "bands": None, "cached": False}
+    if cfg.minhash.enabled:
+        cache = Path(cache_dir) / f"{signature_key(Path(path), cfg.minhash)}.npy"
+        if cache.exists():
+            result["bands"], result["cached"] = np.load(cache), True
+        else:
+            result["bands"] = band_keys(texts, cfg.minhash)
+            partial = cache.with_name(f".{cache.name}.{uuid.uuid4().hex[:8]}.partial")
+            with partial.open("wb") as f:
+                np.save(f, result["bands"])
+            partial.replace(cache)
+    return result
 
 
-def choose_duplicates(pairs: list[tuple[str, str]]) -> dict[str, str]:
-    """id -> id it duplicates, for every document that is not its group's representative (smallest id)."""
-    representative: dict[str, str] = {}
-    for doc_id, key in sorted(pairs):
-        representative.setdefault(key, doc_id)
-    return {doc_id: representative[key] for doc_id, key in pairs if representative[key] != doc_id}
+def signature_key(shard: Path, cfg: MinHashConfig) -> str:
+    return fingerprint("minhash", VERSION, cfg.model_dump(mode="json"), [file_digest(shard)])
 
 
-def filter_shard(item: tuple[int, str], out_dir: str, duplicate_of: dict[str, str]) -> dict:
+class Clusters:
+    """Union-find over document indices; each root is the smallest index in its cluster."""
+
+    def __init__(self, size: int):
+        self.parent = list(range(size))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def choose_duplicates(ids: list[str], exact: list[str], bands: np.ndarray | None) -> dict[str, tuple[str, str]]:
+    """id -> (reason, id it duplicates) for every document that is not its cluster's smallest id."""
+    order = sorted(range(len(ids)), key=ids.__getitem__)  # index in this order == rank of the id
+    rank = {ids[i]: r for r, i in enumerate(order)}
+    exact_rep: dict[str, int] = {}
+    duplicates: dict[str, tuple[str, str]] = {}
+    for i in order:
+        first = exact_rep.setdefault(exact[i], i)
+        if first != i:
+            duplicates[ids[i]] = ("exact_duplicate", ids[first])
+    if bands is None:
+        return duplicates
+    clusters = Clusters(len(ids))
+    for b in range(bands.shape[1]):
+        first_in_bucket: dict[int, int] = {}
+        for i in order:
+            other = first_in_bucket.setdefault(int(bands[i, b]), rank[ids[i]])
+            clusters.union(other, rank[ids[i]])
+    for i in order:
+        root = clusters.find(rank[ids[i]])
+        if ids[i] not in duplicates and root != rank[ids[i]]:
+            duplicates[ids[i]] = ("near_duplicate", ids[order[root]])
+    return duplicates
+
+
+def filter_shard(item: tuple[int, str], out_dir: str, duplicate_of: dict[str, tuple[str, str]]) -> dict:
     index, path = item
     table = pq.read_table(path)
     is_duplicate = pa.array([doc_id in duplicate_of for doc_id in table.column("id").to_pylist()], type=pa.bool_())
     kept = table.filter(pc.invert(is_duplicate))
-    rejected = [{"id": d["id"], "text": d["text"], "source": d["source"], "reason": "exact_duplicate",
-                 "detail": f"duplicate of {duplicate_of[d['id']]}"} for d in table.filter(is_duplicate).to_pylist()]
-    name = f"shard-{index:05d}"
+    rejected = [{"id": d["id"], "text": d["text"], "source": d["source"], "reason": duplicate_of[d["id"]][0],
+                 "detail": f"duplicate of {duplicate_of[d['id']][1]}"} for d in table.filter(is_duplicate).to_pylist()]
+    name = Path(path).stem  # the input shard's name: shard names stay stable from stage to stage
     write_parquet_atomic(kept, Path(out_dir) / f"{name}.parquet")
-    write_parquet_atomic(rejected_table(rejected), Path(out_dir) / f"rejected-{index:05d}.parquet")
-    reasons = Counter({"exact_duplicate": len(rejected)}) if rejected else Counter()
-    return shard_stats(name, table.num_rows, kept.num_rows, reasons)
+    write_parquet_atomic(rejected_table(rejected), Path(out_dir) / f"rejected-{name.removeprefix('shard-')}.parquet")
+    return shard_stats(name, table.num_rows, kept.num_rows, Counter(r["reason"] for r in rejected))
 
 
 def dedup(cleaned: Manifest, cfg: DedupConfig, workdir: Path) -> Manifest:
     fp = fingerprint("dedup", VERSION, cfg.model_dump(mode="json"), [cleaned.fingerprint])
+    cache_dir = workdir / "dedup" / ".signatures"
 
     def build(folder: Path) -> dict:
+        cache_dir.mkdir(parents=True, exist_ok=True)
         shards = [str(p) for p in shard_paths(cleaned.path)]
-        pairs = [pair for part in map_shards(hash_shard, shards, "dedup: hash") for pair in part]
-        duplicate_of = choose_duplicates(pairs) if cfg.exact else {}
+        hashed = map_shards(hash_shard, shards, "dedup: hash", cfg=cfg, cache_dir=str(cache_dir))
+        ids = [i for h in hashed for i in h["ids"]]
+        exact = [k if cfg.exact else f"doc:{n}" for n, k in enumerate(k for h in hashed for k in h["exact"])]
+        bands = np.concatenate([h["bands"] for h in hashed]) if cfg.minhash.enabled and hashed else None
+        duplicate_of = choose_duplicates(ids, exact, bands)
         per_shard = map_shards(filter_shard, list(enumerate(shards)), "dedup: filter", out_dir=str(folder),
                                duplicate_of=duplicate_of)
         counts, stats = merge_stats(per_shard)
+        counts |= {"signature_shards_reused": sum(h["cached"] for h in hashed),
+                   "signature_shards_computed": sum(cfg.minhash.enabled and not h["cached"] for h in hashed)}
         return {"counts": counts, "stats": stats}
 
     return run_stage(workdir, "dedup", fp, build)
