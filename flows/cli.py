@@ -14,6 +14,9 @@ app = typer.Typer(help="tokenmill: raw text corpus -> trained, fine-tuned and ev
                   no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console()
 DEFAULT_CONFIG = Path("configs/default.yaml")
+# the pipeline's stages in order (flows/pipeline.py imports Prefect and Ray, too slow to load for --help)
+STAGE_NAMES = ["ingest", "clean", "dedup", "tokenizer", "pack", "pretrain", "export", "finetune", "sft", "evaluate"]
+DATA_STAGES = ["ingest", "clean", "dedup"]
 
 
 @app.callback()
@@ -26,9 +29,14 @@ def run(
     config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML recipe"),
     workdir: Path | None = typer.Option(None, "--workdir", "-w", help="where stage outputs go (default: the recipe's)"),
     overrides: list[str] = typer.Option([], "--set", help="override a recipe value: key.path=value (repeatable)"),
+    until: str | None = typer.Option(None, help=f"stop after this stage ({', '.join(STAGE_NAMES)}); `pack` = the data stages"),
+    force: str | None = typer.Option(None, help="rebuild this stage and every later one even when cached"),
 ) -> None:
-    """Run the whole pipeline: ingest, clean, dedup, tokenizer, pack, pretrain, finetune, evaluate."""
+    """Run the whole pipeline: ingest, clean, dedup, tokenizer, pack, pretrain, export, finetune, [sft], evaluate."""
     try:
+        for option, stage in (("--until", until), ("--force", force)):
+            if stage is not None and stage not in STAGE_NAMES:
+                raise ConfigError(f"{option} {stage!r}: not a stage; one of {', '.join(STAGE_NAMES)}")
         cfg = load_config(config, overrides, workdir)
     except ConfigError as err:
         console.print(f"[red]config error[/red] {err}", highlight=False, soft_wrap=True)
@@ -38,7 +46,7 @@ def run(
     from flows.pipeline import pipeline  # importing Prefect and Ray costs seconds: only when running
 
     started = time.perf_counter()
-    manifests = pipeline(cfg)
+    manifests = pipeline(cfg, until=until, force=force)
     print_summary(manifests, time.perf_counter() - started)
 
 
@@ -97,6 +105,44 @@ def bench_train(
     console.print(f"overhead (plain / deepspeed): {result['overhead']:.3f}x; figures in {out / 'bench_train.json'}", markup=False)
 
 
+inspect_app = typer.Typer(help="look inside a run's stored outputs", no_args_is_help=True)
+app.add_typer(inspect_app, name="inspect")
+
+
+@inspect_app.command("rejected")
+def inspect_rejected(
+    workdir: Path = typer.Option(Path("runs/default"), "--workdir", "-w", help="the run's work directory"),
+    reason: str | None = typer.Option(None, help="only this reason (e.g. too_short, near_duplicate)"),
+    stage: str | None = typer.Option(None, help=f"only this stage ({', '.join(DATA_STAGES)})"),
+    limit: int = typer.Option(10, help="examples to print"),
+    width: int = typer.Option(160, help="characters of text to show"),
+) -> None:
+    """Print rejected documents with the rule that rejected them, from the newest output of each data stage."""
+    from tasks.shards import rejected_rows
+
+    outputs = {name: latest_output(workdir, name) for name in ([stage] if stage else DATA_STAGES)}
+    if not any(outputs.values()):
+        console.print(f"[red]error[/red] {workdir}: no finished data stage outputs (run `tokenmill run --until pack` first)")
+        raise typer.Exit(2)
+    rows = [(name, r) for name, folder in outputs.items() if folder for r in rejected_rows(folder, reason)]
+    counts: dict[str, int] = {}
+    for name, r in rows:
+        counts[f"{name}:{r['reason']}"] = counts.get(f"{name}:{r['reason']}", 0) + 1
+    console.print("rejected: " + (", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"), markup=False)
+    table = Table(show_lines=True)
+    for column in ("stage", "id", "reason", "detail", "text"):
+        table.add_column(column, overflow="fold")
+    for name, r in rows[:limit]:
+        text = (r["text"] or "").replace("\n", " ")
+        table.add_row(name, r["id"], r["reason"], r["detail"] or "", text[:width] + ("…" if len(text) > width else ""))
+    console.print(table)
+
+
+def latest_output(workdir: Path, stage: str) -> Path | None:
+    finished = [p.parent for p in (workdir / stage).glob("*/manifest.json")]
+    return max(finished, key=lambda p: p.stat().st_mtime) if finished else None
+
+
 def latest_evaluation(run: Path) -> Path | None:
     if (run / "manifest.json").exists() and (run / "metrics.json").exists():
         return run
@@ -112,13 +158,15 @@ def print_summary(manifests: dict, total_seconds: float) -> None:
         counts = ", ".join(f"{k}={v}" for k, v in m.counts.items() if k in ("docs_in", "kept", "rejected", "train_blocks", "steps", "vocab_size", "test_examples"))
         table.add_row(name, "cached" if m.cached else "ran", f"{m.seconds:.1f}", m.fingerprint, counts)
     console.print(table)
+    console.print(f"total wall time: {total_seconds:.1f} s")
+    if "evaluate" not in manifests:
+        return
     report = manifests["evaluate"]
     headline = report.stats["headline"]
     console.print("[bold]headline[/bold]: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                                      for k, v in headline.items()))
     console.print(f"[bold]report[/bold]: {report.file('report')}")
     console.print(f"[bold]metrics[/bold]: {report.file('metrics')}")
-    console.print(f"total wall time: {total_seconds:.1f} s")
 
 
 if __name__ == "__main__":

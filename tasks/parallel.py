@@ -6,6 +6,8 @@ from typing import Any
 import ray
 from rich.progress import Progress
 
+from infra.ray_runtime import ensure_ray
+
 # Ray may re-run a task whose worker died: every shard function writes its output
 # under a fresh name and renames it into place, so a retry is always safe.
 SHARD_RETRIES = 3
@@ -13,6 +15,7 @@ SHARD_RETRIES = 3
 
 def map_shards(fn: Callable, items: Sequence[Any], description: str, **shared: Any) -> list[Any]:
     """Run fn(item, **shared) for each item on Ray; results come back in the order of `items`."""
+    ensure_ray()
     remote_fn = ray.remote(max_retries=SHARD_RETRIES, retry_exceptions=False)(fn)
     shared_refs = {k: ray.put(v) for k, v in shared.items()}
     pending = {remote_fn.remote(item, **shared_refs): i for i, item in enumerate(items)}
@@ -30,6 +33,7 @@ def map_shards(fn: Callable, items: Sequence[Any], description: str, **shared: A
 def map_with_actors(actor_cls: type, init_args: tuple, method: str, items: Sequence[Any], num_actors: int,
                     description: str) -> list[Any]:
     """Like map_shards, but each actor pays its set-up cost (loading a tokenizer, say) once."""
+    ensure_ray()
     remote_cls = ray.remote(max_restarts=SHARD_RETRIES, max_task_retries=SHARD_RETRIES)(actor_cls)
     actors = [remote_cls.remote(*init_args) for _ in range(max(1, min(num_actors, len(items))))]
     pool = ray.util.ActorPool(actors)

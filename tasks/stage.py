@@ -11,13 +11,26 @@ import json
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 MANIFEST = "manifest.json"
+# stages a run must rebuild even when a finished output with their fingerprint exists (`--force`)
+_FORCED: ContextVar[frozenset[str]] = ContextVar("forced_stages", default=frozenset())
+
+
+@contextmanager
+def forcing(stages: set[str]) -> Iterator[None]:
+    token = _FORCED.set(frozenset(stages))
+    try:
+        yield
+    finally:
+        _FORCED.reset(token)
 
 
 class Manifest(BaseModel):
@@ -59,7 +72,7 @@ def run_stage(workdir: Path, stage: str, fp: str, build: Callable[[Path], dict],
     run with the same fingerprint finds its checkpoints there and continues.
     """
     final = workdir / stage / fp
-    if (final / MANIFEST).exists():
+    if (final / MANIFEST).exists() and stage not in _FORCED.get():
         manifest = Manifest.model_validate_json((final / MANIFEST).read_text())
         return manifest.model_copy(update={"cached": True, "path": final, "seconds": 0.0})
     staging = workdir / stage / (f".{fp}.partial" if resumable else f".{fp}.partial-{uuid.uuid4().hex[:8]}")
