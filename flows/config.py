@@ -46,6 +46,8 @@ class PipelineConfig(BaseModel):
         for i, path in enumerate(self.ingest.paths):
             if not path.exists():
                 raise ValueError(f"ingest.paths[{i}]: no such file or folder: {path}")
+        if self.tokenizer.path is not None and not self.tokenizer.path.is_file():
+            raise ValueError(f"tokenizer.path: no such file: {self.tokenizer.path}")
         if not self.finetune.data.exists():
             raise ValueError(f"finetune.data: no such file: {self.finetune.data}")
         if self.sft.data is not None and not self.sft.data.exists():

@@ -18,8 +18,9 @@ from tokenizers import Tokenizer
 
 from model.data import TokenRowWriter
 from tasks.parallel import map_with_actors
-from tasks.stage import Manifest, fingerprint, run_stage
+from tasks.shard_cache import build_unit, is_complete, link_all
 from tasks.shards import shard_paths
+from tasks.stage import Manifest, file_digest, fingerprint, run_stage
 from tasks.tokenizer import EOS
 
 VERSION = "1"
@@ -45,15 +46,18 @@ def save_npy_atomic(array: np.ndarray, path: Path) -> None:
 
 
 class ShardTokenizer:
-    """A Ray actor: loads the tokenizer once, then turns shards into per-split token streams."""
+    """A Ray actor: loads the tokenizer once, then turns shards into per-split token streams (cached per shard)."""
 
-    def __init__(self, tokenizer_path: str, out_dir: str, val_fraction: float):
+    def __init__(self, tokenizer_path: str, cache_dir: str, val_fraction: float):
         self.tokenizer = Tokenizer.from_file(tokenizer_path)
         self.eos = self.tokenizer.token_to_id(EOS)
         self.dtype = np.uint16 if self.tokenizer.get_vocab_size() <= 2**16 else np.uint32
-        self.out_dir, self.val_fraction = Path(out_dir), val_fraction
+        self.cache_dir, self.val_fraction = cache_dir, val_fraction
 
-    def tokenize(self, item: tuple[int, str]) -> dict:
+    def tokenize(self, keyed: tuple[str, str]) -> dict:
+        return build_unit(keyed, self.tokenize_into, self.cache_dir)
+
+    def tokenize_into(self, item: tuple[int, str], out_dir: str) -> dict:
         index, path = item
         table = pq.read_table(path, columns=["id", "text"])
         streams: dict[str, list[int]] = {split: [] for split in SPLITS}
@@ -64,7 +68,7 @@ class ShardTokenizer:
             streams[split].extend(enc.ids + [self.eos])
             docs[split] += 1
         for split in SPLITS:
-            save_npy_atomic(np.asarray(streams[split], dtype=self.dtype), self.out_dir / f"{split}-{index:05d}.npy")
+            save_npy_atomic(np.asarray(streams[split], dtype=self.dtype), Path(out_dir) / f"{split}-{index:05d}.npy")
         return {f"{split}_{what}": n for split in SPLITS for what, n in (("docs", docs[split]), ("tokens", len(streams[split])))}
 
 
@@ -89,9 +93,17 @@ def tokenize_and_pack(deduped: Manifest, tokenizer: Manifest, cfg: PackConfig, w
     def build(folder: Path) -> dict:
         streams = folder / "streams"
         streams.mkdir()
-        shards = [str(p) for p in shard_paths(deduped.path)]
-        init = (str(tokenizer.file("tokenizer")), str(streams), cfg.val_fraction)
-        per_shard = map_with_actors(ShardTokenizer, init, "tokenize", list(enumerate(shards)), cfg.num_actors, "tokenize")
+        cache_dir = workdir / "pack" / ".units"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        unit_cfg = {"val_fraction": cfg.val_fraction}  # what a shard's token streams depend on, besides its bytes
+        keyed = [(fingerprint("tokenize-shard", VERSION, unit_cfg, [tokenizer.fingerprint, file_digest(p)]), str(p))
+                 for p in shard_paths(deduped.path)]
+        todo = [(key, path) for key, path in dict(keyed).items() if not is_complete(cache_dir, key)]
+        init = (str(tokenizer.file("tokenizer")), str(cache_dir), cfg.val_fraction)
+        if todo:
+            map_with_actors(ShardTokenizer, init, "tokenize", todo, cfg.num_actors, "tokenize")
+        per_shard = [{k: v for k, v in s.items() if isinstance(v, int)}
+                     for s in link_all(keyed, {key for key, _ in todo}, streams, cache_dir)]
         counts = {k: sum(s[k] for s in per_shard) for k in per_shard[0]} if per_shard else {}
         vocab_size = tokenizer.counts["vocab_size"]
         packed = {split: pack_blocks(sorted(streams.glob(f"{split}-*.npy")), folder / f"{split}.arrow", cfg.seq_len, vocab_size)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from tasks.shards import shard_paths
-from tasks.stage import Manifest, fingerprint, run_stage
+from tasks.stage import Manifest, file_digest, fingerprint, run_stage
 
 VERSION = "1"
 EOS, PAD = "<|endoftext|>", "<|pad|>"
@@ -21,6 +21,7 @@ class TokenizerConfig(BaseModel):
     vocab_size: int = Field(4096, ge=300, le=1_000_000, description="including the 256 byte symbols and special tokens")
     min_frequency: int = Field(2, ge=1, description="merges must occur at least this often")
     special_tokens: list[str] = Field(default_factory=lambda: [EOS, PAD])
+    path: Path | None = Field(None, description="use this tokenizer.json instead of training one (it must have EOS and PAD)")
 
     @field_validator("special_tokens")
     @classmethod
@@ -57,11 +58,24 @@ def save_tokenizer(tokenizer: Tokenizer, folder: Path) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
 
 
+def load_given(path: Path) -> Tokenizer:
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as err:  # tokenizers raises its own Exception type with the parse error
+        raise ValueError(f"tokenizer.path: {path} is not a tokenizers JSON file ({str(err).splitlines()[0]})") from None
+    missing = [t for t in (EOS, PAD) if tokenizer.token_to_id(t) is None]
+    if missing:
+        raise ValueError(f"tokenizer.path: {path} lacks the special tokens {missing}")
+    return tokenizer
+
+
 def train_tokenizer(deduped: Manifest, cfg: TokenizerConfig, workdir: Path) -> Manifest:
-    fp = fingerprint("tokenizer", VERSION, cfg.model_dump(mode="json"), [deduped.fingerprint])
+    # a given tokenizer depends on its own bytes only: a growing corpus keeps it, and the token shards already made
+    inputs = [file_digest(cfg.path)] if cfg.path else [deduped.fingerprint]
+    fp = fingerprint("tokenizer", VERSION, cfg.model_dump(mode="json", exclude={"path"}), inputs)
 
     def build(folder: Path) -> dict:
-        tokenizer = train_bpe(iter_texts(deduped.path), cfg)
+        tokenizer = load_given(cfg.path) if cfg.path else train_bpe(iter_texts(deduped.path), cfg)
         save_tokenizer(tokenizer, folder)
         return {"counts": {"vocab_size": tokenizer.get_vocab_size()}, "files": {"tokenizer": "tokenizer.json"}}
 
