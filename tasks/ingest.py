@@ -29,7 +29,7 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import core_schema
 
-from tasks.parallel import map_shards
+from tasks.shard_cache import cached_map
 from tasks.readers import KINDS, STREAMED, BadFile, InputFile, ReadOptions, Record, file_kind, read_file
 from tasks.shards import REJECTED_SCHEMA, merge_stats, shard_paths, shard_stats
 from tasks.stage import Manifest, fingerprint, run_stage
@@ -165,13 +165,30 @@ class Unit:
 
 def plan_units(files: list[InputFile], cfg: IngestConfig) -> list[Unit]:
     whole = [f for f in files if f.kind not in STREAMED | {"parquet"}]
-    units = [Unit(tuple(whole[i : i + cfg.files_per_shard])) for i in range(0, len(whole), cfg.files_per_shard)]
+    units = [Unit(batch) for batch in content_defined_batches(whole, cfg.files_per_shard)]
     for f in files:
         if f.kind == "parquet":
             units += _parquet_units(f, cfg)
         elif f.kind in STREAMED:
             units.append(Unit((f,)))
     return units
+
+
+def content_defined_batches(files: list[InputFile], average: int) -> list[tuple[InputFile, ...]]:
+    """Batches of about `average` files whose boundaries depend on the files' names, not their positions.
+
+    A batch ends after a file whose name hashes to 0 mod `average`, so adding or removing files
+    changes only the batches they fall into: the others keep their digests and their cached shards.
+    Batches are capped at 4 x average files.
+    """
+    batches, current = [], []
+    for f in files:
+        current.append(f)
+        boundary = int(hashlib.sha1(f.rel.encode()).hexdigest()[:8], 16) % average == 0
+        if boundary or len(current) >= 4 * average:
+            batches.append(tuple(current))
+            current = []
+    return batches + ([tuple(current)] if current else [])
 
 
 def _parquet_units(file: InputFile, cfg: IngestConfig) -> list[Unit]:
@@ -301,18 +318,20 @@ def ingest_fingerprint(cfg: IngestConfig) -> tuple[str, list[InputFile]]:
     return fingerprint("ingest", VERSION, cfg.model_dump(mode="json", exclude={"paths"}), digests), files
 
 
-def run_units(units: list[Unit], folder: Path, cfg: IngestConfig) -> list[dict]:
-    """Units on Ray, except those whose bytes live in this process (memory://) and so only here."""
-    on_ray = [u for u in units if not u.in_driver]
-    per_shard = map_shards(ingest_unit, on_ray, "ingest", out_dir=str(folder), cfg=cfg) if on_ray else []
-    return per_shard + [ingest_unit(u, str(folder), cfg) for u in units if u.in_driver]
+def run_units(units: list[Unit], folder: Path, cfg: IngestConfig, cache_dir: Path) -> list[dict]:
+    """Units on Ray (except those whose bytes live in this process: memory://), each memoised by its input digest:
+    when files are added, only theirs are read."""
+    settings = cfg.model_dump(mode="json", exclude={"paths"})
+    keyed = [(fingerprint("ingest-unit", VERSION, settings, [u.digest]), u) for u in units]
+    return cached_map(ingest_unit, keyed, "ingest", folder, cache_dir, indexed=False,
+                      in_driver=lambda u: u.in_driver, cfg=cfg)
 
 
 def ingest(cfg: IngestConfig, workdir: Path) -> Manifest:
     fp, files = ingest_fingerprint(cfg)
 
     def build(folder: Path) -> dict:
-        per_shard = run_units(plan_units(files, cfg), folder, cfg)
+        per_shard = run_units(plan_units(files, cfg), folder, cfg, workdir / "ingest" / ".units")
         counts, stats = merge_stats(per_shard)
         check_unique_ids(folder)
         return {"counts": counts, "stats": stats | {"num_files": len(files)}}

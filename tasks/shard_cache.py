@@ -28,14 +28,18 @@ def is_complete(cache_dir: Path, key: str) -> bool:
     return (unit_dir(cache_dir, key) / STATS).exists()
 
 
-def build_unit(keyed: tuple[str, Any], fn: Callable, cache_dir: str, **shared: Any) -> dict:
-    """Runs on a Ray worker: fn writes one unit's files (as unit 0) into a staging folder renamed into the cache."""
+def build_unit(keyed: tuple[str, Any], unit_fn: Callable, cache_dir: str, indexed: bool = True, **shared: Any) -> dict:
+    """Runs on a Ray worker: unit_fn writes one unit's files into a staging folder renamed into the cache.
+
+    An `indexed` unit_fn takes (index, item) and names its files by the index (it is given 0);
+    otherwise fn takes the item and names its files itself.
+    """
     key, item = keyed
     final = unit_dir(Path(cache_dir), key)
     staging = Path(cache_dir) / f".{key}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
-        stats = fn((0, item), out_dir=str(staging), **shared)
+        stats = unit_fn((0, item) if indexed else item, out_dir=str(staging), **shared)
         (staging / STATS).write_text(json.dumps(stats))
         try:
             staging.rename(final)
@@ -46,14 +50,15 @@ def build_unit(keyed: tuple[str, Any], fn: Callable, cache_dir: str, **shared: A
     return stats
 
 
-def link_unit(cache_dir: Path, key: str, index: int, out_dir: Path) -> dict:
-    """Hard-link a unit's files into the stage output as unit `index` (`shard-00000.parquet` -> `shard-00042.parquet`)."""
+def link_unit(cache_dir: Path, key: str, index: int | None, out_dir: Path) -> dict:
+    """Hard-link a unit's files into the stage output, as unit `index` (`shard-00000.parquet` -> `shard-00042.parquet`)
+    or, with index None, under their own names."""
     source = unit_dir(cache_dir, key)
     for path in source.iterdir():
         if path.name == STATS:
             continue
         prefix, _, rest = path.name.partition("-")
-        target = out_dir / f"{prefix}-{index:05d}{rest[rest.index('.'):]}"
+        target = out_dir / (path.name if index is None else f"{prefix}-{index:05d}{rest[rest.index('.'):]}")
         try:
             os.link(path, target)
         except OSError:  # another file system, or links not allowed: copy
@@ -62,16 +67,27 @@ def link_unit(cache_dir: Path, key: str, index: int, out_dir: Path) -> dict:
 
 
 def cached_map(fn: Callable, keyed_items: Sequence[tuple[str, Any]], description: str, out_dir: Path,
-               cache_dir: Path, **shared: Any) -> list[dict]:
-    """Like map_shards(fn, ...) but memoised per unit key; each result gains `units_reused` (1 if linked from cache)."""
+               cache_dir: Path, indexed: bool = True, in_driver: Callable[[Any], bool] = lambda item: False,
+               **shared: Any) -> list[dict]:
+    """Like map_shards(fn, ...) but memoised per unit key; each result gains `units_reused` (1 if linked from cache).
+
+    Items for which `in_driver(item)` is true run in this process (their bytes live only here).
+    """
     cache_dir.mkdir(parents=True, exist_ok=True)
     todo = [(key, item) for key, item in dict(keyed_items).items() if not is_complete(cache_dir, key)]
-    if todo:
-        map_shards(build_unit, todo, description, fn=fn, cache_dir=str(cache_dir), **shared)
-    computed = {key for key, _ in todo}
-    return link_all(keyed_items, computed, out_dir, cache_dir)
+    on_ray = [kv for kv in todo if not in_driver(kv[1])]
+    if on_ray:
+        map_shards(build_unit, on_ray, description, unit_fn=fn, cache_dir=str(cache_dir), indexed=indexed, **shared)
+    for keyed in todo:
+        if in_driver(keyed[1]):
+            build_unit(keyed, fn, str(cache_dir), indexed=indexed, **shared)
+    return link_all(keyed_items, {key for key, _ in todo}, out_dir, cache_dir, indexed)
 
 
-def link_all(keyed_items: Sequence[tuple[str, Any]], computed: set[str], out_dir: Path, cache_dir: Path) -> list[dict]:
-    return [link_unit(cache_dir, key, index, out_dir) | {"shard": f"shard-{index:05d}", "units_reused": int(key not in computed)}
-            for index, (key, _) in enumerate(keyed_items)]
+def link_all(keyed_items: Sequence[tuple[str, Any]], computed: set[str], out_dir: Path, cache_dir: Path,
+             indexed: bool = True) -> list[dict]:
+    results = []
+    for index, (key, _) in enumerate(keyed_items):
+        stats = link_unit(cache_dir, key, index if indexed else None, out_dir)
+        results.append(stats | ({"shard": f"shard-{index:05d}"} if indexed else {}) | {"units_reused": int(key not in computed)})
+    return results

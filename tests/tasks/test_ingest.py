@@ -27,8 +27,22 @@ def test_units_follow_row_groups_streamed_files_and_file_batches(tmp_path):
     row_groups = [u.row_group for u in units if u.files[0].kind == "parquet"]
     assert row_groups == [0, 1, 2] and [u.first_row for u in units if u.row_group is not None] == [0, 2, 4]
     assert sum(u.files[0].kind in ("jsonl", "csv") for u in units) == 2
-    assert [len(u.files) for u in units if u.files[0].kind == "text_or_mail"] == [2, 2, 1]
+    batches = [u.files for u in units if u.files[0].kind == "text_or_mail"]
+    assert [f.rel for batch in batches for f in batch] == [f"{tmp_path.name}/doc{i}.txt" for i in range(5)]
     assert len({u.digest for u in units}) == len(units)
+
+
+def test_adding_files_leaves_the_other_batches_as_they_were(tmp_path):
+    (tmp_path / "corpus").mkdir()
+    for i in range(0, 60, 2):
+        (tmp_path / "corpus" / f"doc{i:03d}.txt").write_text(f"text {i}")
+    cfg = IngestConfig(paths=[tmp_path / "corpus"], files_per_shard=4)
+    before = {u.digest for u in plan_units(list_input_files(cfg.paths), cfg)}
+    for i in (13, 41):  # two files land in the middle of the sorted list
+        (tmp_path / "corpus" / f"doc{i:03d}.txt").write_text(f"text {i}")
+    after = {u.digest for u in plan_units(list_input_files(cfg.paths), cfg)}
+    assert len(after - before) <= 2 and len(before - after) <= 2  # only the batches the new files joined
+    assert len(before & after) >= len(before) - 2
 
 
 def test_unsupported_or_missing_input_is_named(tmp_path):
