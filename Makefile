@@ -29,7 +29,7 @@ test: install
 # Refresh constraints.txt from the current venv (torch and CUDA wheels left out so that a
 # user's own torch is never replaced).
 lock: install
-	$(PY) -m pip freeze --exclude-editable | grep -viE '^(torch|nvidia-|triton|tokenmill)' > constraints.txt
+	$(PY) -m pip freeze --exclude-editable | grep -viE '^(torch|nvidia-|triton|tokenmill)' | sed -E 's|^([A-Za-z0-9_.-]+) @ file://.*/[A-Za-z0-9_.]+-([0-9][^-]*)-.*|\1==\2|' > constraints.txt
 
 # Rebuild data/ from ../shared/corpora.
 data: install

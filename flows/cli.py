@@ -9,9 +9,11 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.config import ConfigError, load_config
+from flows.server import DEFAULT_WORKDIR, server_api_url, server_app
 
 app = typer.Typer(help="tokenmill: raw text corpus -> trained, fine-tuned and evaluated language model.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
+app.add_typer(server_app, name="server")
 console = Console()
 DEFAULT_CONFIG = Path("configs/default.yaml")
 # the pipeline's stages in order (flows/pipeline.py imports Prefect and Ray, too slow to load for --help)
@@ -43,6 +45,10 @@ def run(
         raise typer.Exit(2) from None
     # the machines this runs on often have no route out: Prefect's telemetry would only log errors
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # a server that `tokenmill server start` left running takes the run; else Prefect's ephemeral API does
+    if "PREFECT_API_URL" not in os.environ and (url := server_api_url(DEFAULT_WORKDIR)):
+        os.environ["PREFECT_API_URL"] = url
+        console.print(f"Prefect server: {url}", highlight=False)
     from flows.pipeline import pipeline  # importing Prefect and Ray costs seconds: only when running
 
     started = time.perf_counter()
@@ -141,6 +147,39 @@ def inspect_rejected(
 def latest_output(workdir: Path, stage: str) -> Path | None:
     finished = [p.parent for p in (workdir / stage).glob("*/manifest.json")]
     return max(finished, key=lambda p: p.stat().st_mtime) if finished else None
+
+
+@bench.command("data")
+def bench_data(
+    paths: list[Path] = typer.Argument(None, help="inputs (default: data/corpus.parquet and ../shared/corpora/spam_assassin)"),
+    workdir: Path = typer.Option(Path("runs/bench-data"), help="scratch work directory (emptied first)"),
+    cores: int | None = typer.Option(None, help="Ray CPUs and datasets num_proc (default: all)"),
+) -> None:
+    """MB/s and docs/s per data stage, beside bare encode_batch and datasets.map doing the same work."""
+    import json
+
+    from tasks.bench_data import bench_data as run_bench
+
+    paths = paths or [Path("data/corpus.parquet"), Path("../shared/corpora/spam_assassin")]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        console.print(f"[red]error[/red] no such input: {', '.join(missing)}")
+        raise typer.Exit(2)
+    result = run_bench(paths, workdir, cores)
+    (workdir / "bench_data.json").write_text(json.dumps(result, indent=2))
+    console.print(f"bench data: {result['input_mb']:.1f} MB, {result['documents']:,} documents, {result['cores']} cores "
+                  f"(Ray start {result['ray_start_seconds']:.1f} s, not counted)", markup=False)
+    table = Table()
+    for column in ("stage", "seconds", "MB/s", "docs/s"):
+        table.add_column(column)
+    for name, s in [*result["stages"].items(), ("end to end", result["end_to_end"])]:
+        table.add_row(name, f"{s['seconds']:.2f}", f"{s['mb_per_s']:.2f}", f"{s['docs_per_s']:,.0f}")
+    console.print(table)
+    console.print(f"tokenize+pack vs bare encode_batch: {result['tokenize_vs_encode_batch']:.2f}x "
+                  f"(encode_batch {result['baseline_encode_batch_seconds']:.2f} s)", markup=False)
+    console.print(f"clean+dedup+pack vs datasets.map(num_proc={result['cores']}) clean+tokenize: "
+                  f"{result['speedup_vs_datasets']:.2f}x faster ({result['ours_clean_dedup_pack_seconds']:.2f} s vs "
+                  f"{result['baseline_datasets_seconds']:.2f} s)", markup=False)
 
 
 def latest_evaluation(run: Path) -> Path | None:

@@ -45,8 +45,9 @@ class Stages:
 
 
 def forced_from(stage: str | None) -> set[str]:
-    """`--force clean` rebuilds clean and everything after it."""
-    return set(STAGES[STAGES.index(stage):]) if stage else set()
+    """`--force clean` rebuilds clean (its signals step too) and everything after it."""
+    forced = set(STAGES[STAGES.index(stage):]) if stage else set()
+    return forced | {"clean_signals"} if "clean" in forced else forced
 
 
 @flow(name="pipeline", log_prints=True)

@@ -1,0 +1,414 @@
+"""Quality signals and the rules that read them: Gopher repetition and quality, C4, FineWeb.
+
+A signal is a number measured once per document and stored as a column of the clean shards.
+A rule compares one stored signal with one configured threshold and, when the document fails,
+says so in words that name the value and the threshold. Changing a threshold therefore
+re-filters stored columns; nothing here is measured twice.
+
+Definitions follow datatrove (huggingface/datatrove, src/datatrove/pipeline/filters/), which
+implements the papers: Gopher, Rae et al. 2021, appendix A1 and table A1
+(gopher_quality_filter.py, gopher_repetition_filter.py); C4, Raffel et al. 2020 section 2.2
+and tensorflow_datasets' c4_utils.py (c4_filters.py); FineWeb, Penedo et al. 2024 section 3
+(fineweb_quality_filter.py). Where this module departs from datatrove a comment says why.
+Words are whitespace tokens with punctuation trimmed from their ends, where datatrove uses
+NLTK's tokenizer (which needs a download we may not make at run time).
+"""
+
+import operator
+import re
+import string
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})  # Gopher's list
+# datatrove's ASCII set plus the typographic closing quotes that ftfy (conservatively) leaves in place
+TERMINAL_PUNCT = (".", "!", "?", '"', "'", "”", "’", "»")
+ELLIPSES = ("...", "…")
+BULLETS = ("•", "-", "*", "‣", "◦", "▪")
+POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+TOP_NGRAM_SIZES = (2, 3, 4)
+DUP_NGRAM_SIZES = (5, 6, 7, 8, 9, 10)
+_EDGE_PUNCT = string.punctuation + "“”‘’«»—–…¿¡·•"
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+# a whitespace token holding a letter (\w that is neither a digit nor "_"), found at C speed
+_WORD_WITH_LETTER = re.compile(r"(?<!\S)\S*?[^\W\d_]\S*")
+# Sentence ends inside a line; an approximation of NLTK's punkt, which C4 used (it over-counts "Mr.").
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’»)\]]*(?=\s|$)")
+
+
+# --- how a text splits; cached because every signal group reads the same split of one document ---
+
+@lru_cache(maxsize=4)
+def content_lines(text: str) -> tuple[str, ...]:
+    """Non-empty lines, stripped. Blank lines are layout: counting them would make any prose whose
+    paragraphs are separated by a blank line look half made of short, unpunctuated lines."""
+    return tuple(stripped for line in text.split("\n") if (stripped := line.strip()))
+
+
+@lru_cache(maxsize=4)
+def tokens(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+@lru_cache(maxsize=4)
+def words(text: str) -> tuple[str, ...]:
+    """Whitespace tokens with punctuation trimmed from their ends; tokens that were all punctuation go."""
+    return tuple(word for token in tokens(text) if (word := token.strip(_EDGE_PUNCT)))
+
+
+def _share(items: Iterable[Any], predicate: Callable[[Any], bool]) -> float:
+    items = list(items)
+    return sum(1 for item in items if predicate(item)) / len(items) if items else 0.0
+
+
+def _duplicates(items: Iterable[str]) -> tuple[int, int]:
+    """(number, characters) of the items that repeat an earlier one: datatrove's find_duplicates."""
+    seen: set[str] = set()
+    num, chars = 0, 0
+    for item in items:
+        if item in seen:
+            num, chars = num + 1, chars + len(item)
+        else:
+            seen.add(item)
+    return num, chars
+
+
+# --- Gopher quality (Rae et al. 2021, A1.1) ---
+
+def gopher_quality_signals(text: str) -> dict[str, float]:
+    all_tokens, all_words, lines = tokens(text), words(text), content_lines(text)
+    num_words = len(all_words)
+    per_word = max(num_words, 1)
+    return {
+        "gopher_num_words": num_words,
+        "gopher_mean_word_length": sum(map(len, all_words)) / num_words if num_words else 0.0,
+        "gopher_hash_ratio": text.count("#") / per_word,
+        "gopher_ellipsis_ratio": sum(text.count(e) for e in ELLIPSES) / per_word,
+        "gopher_bullet_lines_ratio": _share(lines, lambda line: line.startswith(BULLETS)),
+        "gopher_ellipsis_lines_ratio": _share(lines, lambda line: line.endswith(ELLIPSES)),
+        # Gopher: "80% of words contain at least one alphabetic character"; a lone "—" or "&" is a word without one
+        "gopher_alpha_words_ratio": len(_WORD_WITH_LETTER.findall(text)) / len(all_tokens) if all_tokens else 0.0,
+        "gopher_stop_words": sum(map(STOP_WORDS.__contains__, map(str.lower, all_words))),
+    }
+
+
+# --- Gopher repetition (Rae et al. 2021, A1.1 and table A1) ---
+
+def gopher_repetition_signals(text: str) -> dict[str, float]:
+    num_chars = max(len(text), 1)
+    paragraphs = [p for p in _PARAGRAPH_BREAK.split(text.strip()) if p.strip()]
+    lines = content_lines(text)
+    dup_paragraphs, dup_paragraph_chars = _duplicates(paragraphs)
+    dup_lines, dup_line_chars = _duplicates(lines)
+    signals = {
+        "gopher_dup_para_frac": dup_paragraphs / len(paragraphs) if paragraphs else 0.0,
+        "gopher_dup_para_char_frac": dup_paragraph_chars / num_chars,
+        "gopher_dup_line_frac": dup_lines / len(lines) if lines else 0.0,
+        "gopher_dup_line_char_frac": dup_line_chars / num_chars,
+    }
+    signals |= dict.fromkeys([f"gopher_top_{n}gram_char_frac" for n in TOP_NGRAM_SIZES]
+                             + [f"gopher_dup_{n}gram_char_frac" for n in DUP_NGRAM_SIZES], 0.0)
+    ids, lengths = _word_arrays(words(text))
+    for n, gram, first in _ngram_ids(ids, max(DUP_NGRAM_SIZES)):
+        if n in TOP_NGRAM_SIZES:
+            signals[f"gopher_top_{n}gram_char_frac"] = _top_ngram_chars(gram, first, lengths, n) / num_chars
+        if n in DUP_NGRAM_SIZES:
+            signals[f"gopher_dup_{n}gram_char_frac"] = _duplicate_ngram_chars(gram, first, lengths, n) / num_chars
+    return signals
+
+
+# N-grams are counted with numpy: a long speech has ~40,000 words and nine n-gram sizes to scan,
+# which a Python loop over tuples took seconds to do and these take milliseconds.
+
+def _word_arrays(all_words: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Each word as an integer id (equal words, equal ids) and each word's length."""
+    vocabulary: dict[str, int] = {}
+    ids = [vocabulary.setdefault(w, len(vocabulary)) for w in all_words]
+    return np.array(ids, dtype=np.int64), np.fromiter(map(len, all_words), dtype=np.int64, count=len(all_words))
+
+
+def _ngram_ids(ids: np.ndarray, max_n: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(n, the n-gram id at each position, the first position of each id) for n = 2..max_n.
+    Equal n-grams get equal ids. An n-gram is an (n-1)-gram followed by a word: a pair of ints,
+    folded into one int64 (at most #positions * vocabulary size) and numbered by np.unique."""
+    gram, vocabulary_size = ids, int(ids.max(initial=0)) + 1
+    for n in range(2, min(max_n, len(ids)) + 1):
+        pairs = gram[:-1] * vocabulary_size + ids[n - 1 :]
+        _, first, gram = np.unique(pairs, return_index=True, return_inverse=True)
+        gram = gram.ravel()
+        yield n, gram, first
+
+
+def _top_ngram_chars(gram: np.ndarray, first: np.ndarray, lengths: np.ndarray, n: int) -> int:
+    """Characters (with the spaces inside) covered by every occurrence of the most frequent n-gram."""
+    counts = np.bincount(gram)
+    tied = np.flatnonzero(counts == counts.max())
+    top = int(tied[first[tied].argmin()])  # of equally frequent n-grams, the earliest, as Counter.most_common picks
+    start = int(first[top])
+    return (int(lengths[start : start + n].sum()) + n - 1) * int(counts[top])
+
+
+def _duplicate_ngram_chars(gram: np.ndarray, first: np.ndarray, lengths: np.ndarray, n: int) -> int:
+    """Characters in n-grams that repeat an earlier one: datatrove's find_all_duplicate, which
+    walks the n-grams and jumps past a duplicate so that overlapping repeats count once. Here the
+    walk visits only the positions whose n-gram occurred before; the others are first occurrences,
+    which the walk adds to its `seen` set unless a jump skipped them."""
+    starts = np.concatenate(([0], np.cumsum(lengths)))  # characters before each word
+    repeats = np.flatnonzero(first[gram] != np.arange(len(gram)))
+    chars, next_position, skipped, added_at_repeat = 0, 0, set(), set()
+    for position in repeats.tolist():
+        if position < next_position:
+            continue
+        g = int(gram[position])
+        if int(first[g]) not in skipped or g in added_at_repeat:  # datatrove: `if n_gram in unique`
+            chars += int(starts[position + n] - starts[position])
+            skipped.update(range(position + 1, position + n))
+            next_position = position + n
+        else:
+            added_at_repeat.add(g)
+            next_position = position + 1
+    return chars
+
+
+# --- C4 (Raffel et al. 2020, 2.2; tensorflow_datasets c4_utils.clean_page) ---
+
+class C4Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = Field(True, description="apply C4's document rules (lorem ipsum, curly bracket, too few sentences)")
+    filter_lines: bool = Field(False, description="rewrite the text without the lines C4 drops (changes the text)")
+    # line rules: they decide which lines survive, so they change the stored signals and text
+    min_words_per_line: int = Field(3, ge=0, description="a line with fewer words is dropped (paper: 3; TFDS code: 5)")
+    max_word_length: int = Field(1000, ge=1, description="a line with a longer word is dropped")
+    drop_unpunctuated_lines: bool = Field(True, description="drop lines not ending in . ! ? or a quote, "
+                                                            "and lines ending in ...")
+    drop_javascript_lines: bool = Field(True, description='drop lines that mention "javascript"')
+    drop_policy_lines: bool = Field(True, description='drop lines like "terms of use" or "privacy policy"')
+    # document thresholds
+    min_sentences: int = Field(3, ge=0, description="reject a document with fewer sentences in surviving lines "
+                                                    "(TFDS code: 3; the paper and datatrove: 5)")
+    reject_lorem_ipsum: bool = Field(True, description='reject a document whose surviving lines say "lorem ipsum"')
+    reject_curly_bracket: bool = Field(True, description="reject a document whose surviving lines hold a {")
+
+    def line_settings(self) -> dict[str, Any]:
+        """The settings that change the text or the C4 signals; the rest only decide what to keep."""
+        return self.model_dump(include={"filter_lines", "min_words_per_line", "max_word_length",
+                                        "drop_unpunctuated_lines", "drop_javascript_lines", "drop_policy_lines"})
+
+
+# Fates that drop the whole document rather than the line.
+DOCUMENT_FATES = ("lorem_ipsum", "curly_bracket")
+
+
+def c4_line_fate(line: str, cfg: C4Config) -> str:
+    """'keep', or why C4 drops this (stripped) line; checks run in TFDS's order."""
+    line_words = line.split()
+    if max(map(len, line_words), default=0) > cfg.max_word_length:
+        return "too_long_word"
+    if cfg.drop_unpunctuated_lines and (not line.endswith(TERMINAL_PUNCT) or line.endswith(ELLIPSES)):
+        return "unpunctuated"
+    if len(line_words) < cfg.min_words_per_line:
+        return "too_few_words"
+    lowered = line.lower()
+    if "lorem ipsum" in lowered:
+        return "lorem_ipsum"
+    if cfg.drop_javascript_lines and "javascript" in lowered:
+        return "javascript"
+    if "{" in line:
+        return "curly_bracket"
+    if cfg.drop_policy_lines and any(phrase in lowered for phrase in POLICY_PHRASES):
+        return "policy"
+    return "keep"
+
+
+def c4_signals(text: str, cfg: C4Config) -> dict[str, int]:
+    fates = [(line, c4_line_fate(line, cfg)) for line in content_lines(text)]
+    kept = [line for line, fate in fates if fate == "keep"]
+    return {
+        "c4_num_sentences": sum(max(1, len(_SENTENCE_END.findall(line))) for line in kept),
+        "c4_lines_dropped": sum(fate not in ("keep", *DOCUMENT_FATES) for _, fate in fates),
+        "c4_lorem_ipsum": int(any(fate == "lorem_ipsum" for _, fate in fates)),
+        "c4_curly_bracket": int(any(fate == "curly_bracket" for _, fate in fates)),
+    }
+
+
+def c4_filter_lines(text: str, cfg: C4Config) -> str:
+    """The text without the lines C4 drops. Blank lines stay, so paragraphs stay paragraphs; lines
+    that condemn the whole document stay too, so its rejection can be read in the text."""
+    kept = [line for line in text.split("\n")
+            if not line.strip() or c4_line_fate(line.strip(), cfg) in ("keep", *DOCUMENT_FATES)]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
+
+
+# --- FineWeb (Penedo et al. 2024, 3.3) ---
+
+class FineWebConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    short_line_chars: int = Field(30, ge=1, description="a line this long or shorter is short (changes the signal)")
+    min_line_punct_ratio: float = Field(0.12, ge=0, le=1, description="reject if at most this share of lines "
+                                                                      "ends in terminal punctuation")
+    line_punct_exclude_zero: bool = Field(False, description="spare documents with no punctuated line at all "
+                                                             "(datatrove's option: a single unwrapped line, say)")
+    max_short_line_ratio: float = Field(0.67, ge=0, le=1, description="reject if at least this share of lines is short")
+    # the FineWeb paper's 0.1; datatrove's class default is 0.01
+    max_dup_line_char_frac: float = Field(0.1, ge=0, le=1, description="reject if at least this share of characters "
+                                                                       "sits in lines that repeat an earlier line")
+    max_list_ratio: float = Field(0.3, ge=0, description="reject if line breaks per word exceed this (list-like pages)")
+
+
+def fineweb_signals(text: str, short_line_chars: int = 30) -> dict[str, float]:
+    lines, num_words = content_lines(text), len(words(text))
+    num_chars = len(text.replace("\n", ""))
+    return {
+        "fineweb_line_punct_ratio": _share(lines, lambda line: line.endswith(TERMINAL_PUNCT)),
+        "fineweb_short_line_ratio": _share(lines, lambda line: len(line) <= short_line_chars),
+        "fineweb_dup_line_char_frac": _duplicates(lines)[1] / num_chars if num_chars else 0.0,
+        # datatrove counts "\n" per word; breaks between content lines keep blank lines from doubling it
+        "fineweb_list_ratio": max(len(lines) - 1, 0) / num_words if num_words else 0.0,
+    }
+
+
+# --- configs of the threshold groups ---
+
+class GopherQualityConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    min_words: int = Field(50, ge=0)
+    max_words: int = Field(100_000, ge=1)
+    min_mean_word_length: float = Field(3, ge=0)
+    max_mean_word_length: float = Field(10, ge=0)
+    max_hash_ratio: float = Field(0.1, ge=0, description="'#' per word")
+    max_ellipsis_ratio: float = Field(0.1, ge=0, description="'...' or '…' per word")
+    max_bullet_lines_ratio: float = Field(0.9, ge=0, le=1)
+    max_ellipsis_lines_ratio: float = Field(0.3, ge=0, le=1)
+    min_alpha_words_ratio: float = Field(0.8, ge=0, le=1, description="share of words with a letter")
+    min_stop_words: int = Field(2, ge=0, description=f"occurrences of {sorted(STOP_WORDS)}")
+
+
+class GopherRepetitionConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    max_dup_para_frac: float = Field(0.30, ge=0, le=1)
+    max_dup_para_char_frac: float = Field(0.20, ge=0, le=1)
+    max_dup_line_frac: float = Field(0.30, ge=0, le=1)
+    max_dup_line_char_frac: float = Field(0.20, ge=0, le=1)
+    max_top_2gram_char_frac: float = Field(0.20, ge=0, le=1)
+    max_top_3gram_char_frac: float = Field(0.18, ge=0, le=1)
+    max_top_4gram_char_frac: float = Field(0.16, ge=0, le=1)
+    max_dup_5gram_char_frac: float = Field(0.15, ge=0, le=1)
+    max_dup_6gram_char_frac: float = Field(0.14, ge=0, le=1)
+    max_dup_7gram_char_frac: float = Field(0.13, ge=0, le=1)
+    max_dup_8gram_char_frac: float = Field(0.12, ge=0, le=1)
+    max_dup_9gram_char_frac: float = Field(0.11, ge=0, le=1)
+    max_dup_10gram_char_frac: float = Field(0.10, ge=0, le=1)
+
+
+# --- rules: each reads one stored signal and one threshold ---
+
+Check = Callable[[Mapping[str, Any], BaseModel], str | None]
+
+
+def _compare(signal: str, field: str, fails: Callable[[Any, Any], bool], symbol: str) -> Check:
+    def check(row: Mapping[str, Any], cfg: BaseModel) -> str | None:
+        value, limit = row[signal], getattr(cfg, field)
+        return f"{signal} {value:.4g} {symbol} {field} {limit}" if fails(value, limit) else None
+    return check
+
+
+def below(signal: str, field: str) -> Check:
+    return _compare(signal, field, operator.lt, "<")
+
+
+def above(signal: str, field: str) -> Check:
+    return _compare(signal, field, operator.gt, ">")
+
+
+def at_most(signal: str, field: str) -> Check:
+    return _compare(signal, field, operator.le, "<=")
+
+
+def at_least(signal: str, field: str) -> Check:
+    return _compare(signal, field, operator.ge, ">=")
+
+
+def outside(signal: str, low: str, high: str) -> Check:
+    too_low, too_high = below(signal, low), above(signal, high)
+    return lambda row, cfg: too_low(row, cfg) or too_high(row, cfg)
+
+
+def present(signal: str, switch: str) -> Check:
+    return lambda row, cfg: f"{signal}: found in a surviving line" if getattr(cfg, switch) and row[signal] else None
+
+
+def _line_punct_ratio(row: Mapping[str, Any], cfg: FineWebConfig) -> str | None:
+    if cfg.line_punct_exclude_zero and row["fineweb_line_punct_ratio"] == 0:
+        return None
+    return _LINE_PUNCT_AT_MOST(row, cfg)
+
+
+_LINE_PUNCT_AT_MOST = at_most("fineweb_line_punct_ratio", "min_line_punct_ratio")
+
+# Group order follows FineWeb's pipeline (repetition, quality, C4, FineWeb); within a group, the paper's.
+QUALITY_RULES: dict[str, dict[str, Check]] = {
+    "gopher_repetition": {
+        "dup_para_frac": above("gopher_dup_para_frac", "max_dup_para_frac"),
+        "dup_para_char_frac": above("gopher_dup_para_char_frac", "max_dup_para_char_frac"),
+        "dup_line_frac": above("gopher_dup_line_frac", "max_dup_line_frac"),
+        "dup_line_char_frac": above("gopher_dup_line_char_frac", "max_dup_line_char_frac"),
+        **{f"top_{n}gram_char_frac": above(f"gopher_top_{n}gram_char_frac", f"max_top_{n}gram_char_frac")
+           for n in TOP_NGRAM_SIZES},
+        **{f"dup_{n}gram_char_frac": above(f"gopher_dup_{n}gram_char_frac", f"max_dup_{n}gram_char_frac")
+           for n in DUP_NGRAM_SIZES},
+    },
+    "gopher_quality": {
+        "word_count": outside("gopher_num_words", "min_words", "max_words"),
+        "mean_word_length": outside("gopher_mean_word_length", "min_mean_word_length", "max_mean_word_length"),
+        "hash_ratio": above("gopher_hash_ratio", "max_hash_ratio"),
+        "ellipsis_ratio": above("gopher_ellipsis_ratio", "max_ellipsis_ratio"),
+        "bullet_lines": above("gopher_bullet_lines_ratio", "max_bullet_lines_ratio"),
+        "ellipsis_lines": above("gopher_ellipsis_lines_ratio", "max_ellipsis_lines_ratio"),
+        "alpha_words": below("gopher_alpha_words_ratio", "min_alpha_words_ratio"),
+        "stop_words": below("gopher_stop_words", "min_stop_words"),
+    },
+    "c4": {
+        "lorem_ipsum": present("c4_lorem_ipsum", "reject_lorem_ipsum"),
+        "curly_bracket": present("c4_curly_bracket", "reject_curly_bracket"),
+        "too_few_sentences": below("c4_num_sentences", "min_sentences"),
+    },
+    "fineweb": {
+        "line_punct_ratio": _line_punct_ratio,
+        "short_line_ratio": at_least("fineweb_short_line_ratio", "max_short_line_ratio"),
+        "dup_line_char_frac": at_least("fineweb_dup_line_char_frac", "max_dup_line_char_frac"),
+        "list_ratio": above("fineweb_list_ratio", "max_list_ratio"),
+    },
+}
+
+_COUNT_SIGNALS = {"gopher_num_words", "gopher_stop_words", "c4_num_sentences", "c4_lines_dropped", "c4_lorem_ipsum",
+                  "c4_curly_bracket"}
+
+
+def first_quality_failure(row: Mapping[str, Any], configs: Mapping[str, BaseModel]) -> tuple[str, str] | None:
+    """(`group:rule`, detail) of the first enabled rule the stored signals fail, or None."""
+    for group, rules in QUALITY_RULES.items():
+        cfg = configs[group]
+        if not cfg.enabled:
+            continue
+        for name, check in rules.items():
+            if detail := check(row, cfg):
+                return f"{group}:{name}", detail
+    return None
+
+
+def quality_signals(text: str, c4: C4Config, short_line_chars: int) -> dict[str, float]:
+    """Every quality signal of one document, in one pass over its shared split."""
+    return {**gopher_repetition_signals(text), **gopher_quality_signals(text), **c4_signals(text, c4),
+            **fineweb_signals(text, short_line_chars)}
+
+
+# Every quality signal column and its type: the clean shards' schema is built from this.
+QUALITY_SIGNALS: dict[str, type] = {name: int if name in _COUNT_SIGNALS else float
+                                    for name in quality_signals("", C4Config(), 30)}
