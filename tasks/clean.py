@@ -23,13 +23,13 @@ from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.langid import LanguageConfig, detect_language, language_failure
-from tasks.parallel import map_shards
 from tasks.pii import PII_KINDS, PiiConfig, scrub_pii
 from tasks.quality import (QUALITY_RULES, QUALITY_SIGNALS, C4Config, FineWebConfig, GopherQualityConfig,
                            GopherRepetitionConfig, above, below, c4_filter_lines, c4_signals, first_quality_failure,
                            quality_signals)
+from tasks.shard_cache import cached_map
 from tasks.shards import merge_stats, rejected_table, shard_paths, shard_stats, write_parquet_atomic
-from tasks.stage import Manifest, fingerprint, run_stage
+from tasks.stage import Manifest, file_digest, fingerprint, run_stage
 
 VERSION = "2"  # the filter step
 SIGNALS_VERSION = "1"  # the signals step: bump when a signal's definition changes
@@ -171,13 +171,20 @@ def filter_shard(item: tuple[int, str], out_dir: str, cfg: CleanConfig) -> dict:
                        **_pii_counts(table))
 
 
+def per_shard(step: str, version: str, settings: dict, shard_fn, source: Path, folder: Path, workdir: Path,
+              cfg: CleanConfig) -> list[dict]:
+    """Each input shard keyed by its bytes and the step's settings: when the corpus grows, only new shards run."""
+    keyed = [(fingerprint(f"{step}-shard", version, settings, [file_digest(p)]), str(p)) for p in shard_paths(source)]
+    return cached_map(shard_fn, keyed, f"clean: {step}", folder, workdir / step / ".units", cfg=cfg)
+
+
 def measure(ingested: Manifest, cfg: CleanConfig, workdir: Path) -> Manifest:
-    fp = fingerprint("clean_signals", SIGNALS_VERSION, signal_settings(cfg), [ingested.fingerprint])
+    settings = signal_settings(cfg)
+    fp = fingerprint("clean_signals", SIGNALS_VERSION, settings, [ingested.fingerprint])
 
     def build(folder: Path) -> dict:
-        shards = [str(p) for p in shard_paths(ingested.path)]
-        per_shard = map_shards(measure_shard, list(enumerate(shards)), "clean: signals", out_dir=str(folder), cfg=cfg)
-        counts, stats = merge_stats(per_shard)
+        results = per_shard("clean_signals", SIGNALS_VERSION, settings, measure_shard, ingested.path, folder, workdir, cfg)
+        counts, stats = merge_stats(results)
         return {"counts": counts, "stats": stats}
 
     return run_stage(workdir, "clean_signals", fp, build)
@@ -185,12 +192,12 @@ def measure(ingested: Manifest, cfg: CleanConfig, workdir: Path) -> Manifest:
 
 def clean(ingested: Manifest, cfg: CleanConfig, workdir: Path) -> Manifest:
     signals = measure(ingested, cfg, workdir)
-    fp = fingerprint("clean", VERSION, cfg.model_dump(mode="json"), [signals.fingerprint])
+    settings = cfg.model_dump(mode="json")
+    fp = fingerprint("clean", VERSION, settings, [signals.fingerprint])
 
     def build(folder: Path) -> dict:
-        shards = [str(p) for p in shard_paths(signals.path)]
-        per_shard = map_shards(filter_shard, list(enumerate(shards)), "clean: filter", out_dir=str(folder), cfg=cfg)
-        counts, stats = merge_stats(per_shard)
+        results = per_shard("clean", VERSION, settings, filter_shard, signals.path, folder, workdir, cfg)
+        counts, stats = merge_stats(results)
         return {"counts": counts, "stats": stats | {"signals": str(signals.path)}}
 
     return run_stage(workdir, "clean", fp, build)

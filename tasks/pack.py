@@ -113,7 +113,7 @@ def tokenize_and_pack(deduped: Manifest, tokenizer: Manifest, cfg: PackConfig, w
                 raise ValueError(f"pack: the {split} split holds no full block of {cfg.seq_len + 1} tokens; "
                                  f"lower pack.seq_len, change pack.val_fraction or add documents")
             counts[f"{split}_blocks"] = result["blocks"]
-        return {"counts": counts, "stats": {"seq_len": cfg.seq_len, "vocab_size": vocab_size},
+        return {"counts": counts, "stats": {"seq_len": cfg.seq_len, "vocab_size": vocab_size, "num_shards": len(per_shard)},
                 "files": {split: f"{split}.arrow" for split in SPLITS}}
 
     return run_stage(workdir, "pack", fp, build)

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tasks.clean as clean_module
+import tasks.shard_cache as shard_cache
 from tasks.clean import (SIGNAL_SCHEMA, CleanConfig, clean, clean_document, filter_by_thresholds, filter_shard,
                          first_failure, measure_shard, normalize_whitespace, repair, signal_settings)
 from tasks.langid import LanguageConfig, detect_language
@@ -148,7 +149,7 @@ def run_in_process(fn, items, description, **shared):
 
 
 def test_clean_stage_reuses_signals_when_only_a_threshold_changes(tmp_path, monkeypatch):
-    monkeypatch.setattr(clean_module, "map_shards", run_in_process)
+    monkeypatch.setattr(shard_cache, "map_shards", run_in_process)
     ingested_dir = tmp_path / "ingest" / "fp"
     ingested_dir.mkdir(parents=True)
     for i in range(2):
@@ -164,7 +165,7 @@ def test_clean_stage_reuses_signals_when_only_a_threshold_changes(tmp_path, monk
 
 
 def test_pii_counts_reach_the_stage_counts(tmp_path, monkeypatch):
-    monkeypatch.setattr(clean_module, "map_shards", run_in_process)
+    monkeypatch.setattr(shard_cache, "map_shards", run_in_process)
     ingested_dir = tmp_path / "ingest" / "fp"
     ingested_dir.mkdir(parents=True)
     docs = [{"id": "a", "text": CHAPTERS["chapter_1"] + "\n\nMail ahab@pequod.org.", "source": "t"},
