@@ -16,6 +16,7 @@ import re
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -25,11 +26,15 @@ import rensa
 from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.decontam import DecontaminateConfig, contaminated_by, finetune_test_texts, read_texts, reference_index
 from tasks.parallel import map_shards
 from tasks.shards import merge_stats, rejected_table, shard_paths, shard_stats, write_parquet_atomic
 from tasks.stage import Manifest, file_digest, fingerprint, run_stage
 
-VERSION = "2"
+if TYPE_CHECKING:  # the fine-tune module pulls in scikit-learn: Ray workers need not import it
+    from tasks.finetune import FinetuneConfig
+
+VERSION = "3"
 _SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
 
@@ -47,6 +52,7 @@ class DedupConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     exact: bool = Field(True, description="drop documents whose normalised text repeats another's")
     minhash: MinHashConfig = MinHashConfig()
+    decontaminate: DecontaminateConfig = DecontaminateConfig()
 
 
 def exact_key(text: str) -> str:
@@ -138,21 +144,41 @@ def choose_duplicates(ids: list[str], exact: list[str], bands: np.ndarray | None
     return duplicates
 
 
-def filter_shard(item: tuple[int, str], out_dir: str, duplicate_of: dict[str, tuple[str, str]]) -> dict:
+def filter_shard(item: tuple[int, str], out_dir: str, duplicate_of: dict[str, tuple[str, str]],
+                 test_ngrams: dict[int, str], ngram: int) -> dict:
+    """Drop the shard's duplicates, then documents that share an n-gram with a test text."""
     index, path = item
     table = pq.read_table(path)
-    is_duplicate = pa.array([doc_id in duplicate_of for doc_id in table.column("id").to_pylist()], type=pa.bool_())
-    kept = table.filter(pc.invert(is_duplicate))
-    rejected = [{"id": d["id"], "text": d["text"], "source": d["source"], "reason": duplicate_of[d["id"]][0],
-                 "detail": f"duplicate of {duplicate_of[d['id']][1]}"} for d in table.filter(is_duplicate).to_pylist()]
+    reasons = {}
+    for doc_id, text in zip(table.column("id").to_pylist(), table.column("text").to_pylist()):
+        if doc_id in duplicate_of:
+            reason, other = duplicate_of[doc_id]
+            reasons[doc_id] = (reason, f"duplicate of {other}")
+        elif source := contaminated_by(text, test_ngrams, ngram):
+            reasons[doc_id] = ("contaminated", f"shares a {ngram}-gram with {source}")
+    dropped = pa.array([doc_id in reasons for doc_id in table.column("id").to_pylist()], type=pa.bool_())
+    kept = table.filter(pc.invert(dropped))
+    rejected = [{"id": d["id"], "text": d["text"], "source": d["source"], "reason": reasons[d["id"]][0],
+                 "detail": reasons[d["id"]][1]} for d in table.filter(dropped).to_pylist()]
     name = Path(path).stem  # the input shard's name: shard names stay stable from stage to stage
     write_parquet_atomic(kept, Path(out_dir) / f"{name}.parquet")
     write_parquet_atomic(rejected_table(rejected), Path(out_dir) / f"rejected-{name.removeprefix('shard-')}.parquet")
     return shard_stats(name, table.num_rows, kept.num_rows, Counter(r["reason"] for r in rejected))
 
 
-def dedup(cleaned: Manifest, cfg: DedupConfig, workdir: Path) -> Manifest:
-    fp = fingerprint("dedup", VERSION, cfg.model_dump(mode="json"), [cleaned.fingerprint])
+def test_texts(cfg: DecontaminateConfig, finetune_cfg: "FinetuneConfig | None" = None) -> list[tuple[str, str]]:
+    """The texts pretraining must not contain: the fine-tune test split and the configured files."""
+    if not cfg.enabled:
+        return []
+    named = finetune_test_texts(finetune_cfg) if cfg.finetune_test and finetune_cfg is not None else []
+    return named + [t for path in cfg.paths for t in read_texts(path, cfg.text_column)]
+
+
+def dedup(cleaned: Manifest, cfg: DedupConfig, workdir: Path, finetune_cfg: "FinetuneConfig | None" = None) -> Manifest:
+    """`finetune_cfg` (the recipe's fine-tune settings) names the test split that decontamination protects."""
+    references = test_texts(cfg.decontaminate, finetune_cfg)
+    reference_digest = hashlib.sha256("\x00".join(text for _, text in references).encode()).hexdigest()
+    fp = fingerprint("dedup", VERSION, cfg.model_dump(mode="json"), [cleaned.fingerprint, reference_digest])
     cache_dir = workdir / "dedup" / ".signatures"
 
     def build(folder: Path) -> dict:
@@ -163,16 +189,17 @@ def dedup(cleaned: Manifest, cfg: DedupConfig, workdir: Path) -> Manifest:
         exact = [k if cfg.exact else f"doc:{n}" for n, k in enumerate(k for h in hashed for k in h["exact"])]
         bands = np.concatenate([h["bands"] for h in hashed]) if cfg.minhash.enabled and hashed else None
         duplicate_of = choose_duplicates(ids, exact, bands)
+        test_ngrams = reference_index(references, cfg.decontaminate.ngram)
         per_shard = map_shards(filter_shard, list(enumerate(shards)), "dedup: filter", out_dir=str(folder),
-                               duplicate_of=duplicate_of)
+                               duplicate_of=duplicate_of, test_ngrams=test_ngrams, ngram=cfg.decontaminate.ngram)
         counts, stats = merge_stats(per_shard)
         counts |= {"signature_shards_reused": sum(h["cached"] for h in hashed),
                    "signature_shards_computed": sum(cfg.minhash.enabled and not h["cached"] for h in hashed)}
-        return {"counts": counts, "stats": stats}
+        return {"counts": counts, "stats": stats | {"test_texts": len(references), "test_ngrams": len(test_ngrams)}}
 
     return run_stage(workdir, "dedup", fp, build)
 
 
 @task(name="dedup", retries=1)
-def dedup_task(cleaned: Manifest, cfg: DedupConfig, workdir: Path) -> Manifest:
-    return dedup(cleaned, cfg, workdir)
+def dedup_task(cleaned: Manifest, cfg: DedupConfig, workdir: Path, finetune_cfg: "FinetuneConfig | None" = None) -> Manifest:
+    return dedup(cleaned, cfg, workdir, finetune_cfg)

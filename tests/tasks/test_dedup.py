@@ -58,7 +58,7 @@ def test_filter_shard_records_what_each_duplicate_duplicates(tmp_path):
     pq.write_table(pa.Table.from_pylist(docs), shard)
     out = tmp_path / "out"
     out.mkdir()
-    stats = filter_shard((3, str(shard)), str(out), {"x2": ("exact_duplicate", "x1")})
+    stats = filter_shard((3, str(shard)), str(out), {"x2": ("exact_duplicate", "x1")}, {}, 13)
     assert (stats["docs_in"], stats["kept"], stats["rejected"]) == (3, 2, 1)
     rejected = pq.read_table(out / "rejected-00003.parquet").to_pylist()
     assert rejected[0]["id"] == "x2" and rejected[0]["reason"] == "exact_duplicate"

@@ -1,0 +1,48 @@
+"""Decontamination: 13-gram overlap with test texts, pure functions and through the dedup stage on Ray."""
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from tasks.decontam import DecontaminateConfig, contaminated_by, finetune_test_texts, ngram_hashes, reference_index
+from tasks.dedup import DedupConfig, dedup
+from tasks.finetune import FinetuneConfig
+from tests.tasks.test_dedup import corpus, write_shards
+
+REPO = Path(__file__).resolve().parents[2]
+QUOTE = "Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my purse"
+
+
+def test_ngram_hashes_follow_words_not_case_or_spacing():
+    assert len(ngram_hashes("one two three", 13)) == 0
+    a, b = ngram_hashes(QUOTE, 13), ngram_hashes(QUOTE.upper().replace(" ", "\n  "), 13)
+    assert len(a) == len(QUOTE.split()) - 12 and (a == b).all()
+    # word order matters: the same words shuffled share no 13-gram
+    assert not set(ngram_hashes(" ".join(reversed(QUOTE.split())), 13).tolist()) & set(a.tolist())
+
+
+def test_a_document_holding_a_test_sentence_is_named_with_its_source():
+    index = reference_index([("test #7", QUOTE), ("too short", "Call me Ishmael.")], 13)
+    book = (REPO / "data" / "tiny" / "chapter_1.txt").read_text()
+    assert contaminated_by(book, index, 13) == "test #7"
+    assert contaminated_by("Call me Ishmael. Nothing else of that chapter here at all.", index, 13) is None
+
+
+def test_dedup_drops_pretraining_documents_that_hold_test_texts(ray_local, tmp_path):
+    test_set = tmp_path / "eval.jsonl"
+    sentence = (REPO / "data" / "tiny" / "chapter_9.txt").read_text().split("\n\n")[3]
+    test_set.write_text(json.dumps({"text": sentence}) + "\n" + json.dumps({"text": "short"}) + "\n")
+    cfg = DedupConfig(decontaminate=DecontaminateConfig(enabled=True, finetune_test=True, paths=[test_set]))
+    finetune = FinetuneConfig(data=REPO / "data" / "sms_spam.parquet")
+    manifest = dedup(write_shards(tmp_path / "in", corpus(), 3), cfg, tmp_path / "work", finetune)
+    rejected = {r["id"]: r for p in manifest.path.glob("rejected-*.parquet") for r in pq.read_table(p).to_pylist()}
+    assert rejected["ch09"]["reason"] == "contaminated"
+    assert rejected["ch09"]["detail"] == "shares a 13-gram with eval.jsonl row 1"
+    assert manifest.counts["docs_in"] == manifest.counts["kept"] + manifest.counts["rejected"]
+    assert manifest.stats["rejected_by_reason"]["contaminated"] == 1
+    sms_test = finetune_test_texts(finetune)
+    assert 700 < len(sms_test) < 760 and manifest.stats["test_texts"] == 2 + len(sms_test)  # the SMS test split too
+    # off by default: the same input keeps chapter 9
+    plain = dedup(write_shards(tmp_path / "in2", corpus(), 3), DedupConfig(), tmp_path / "work")
+    assert "contaminated" not in plain.stats["rejected_by_reason"]
