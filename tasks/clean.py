@@ -79,8 +79,15 @@ def normalize_whitespace(text: str) -> str:
     return _MANY_BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 
+def ftfy_would_change(text: str) -> bool:
+    """False for text that ftfy leaves alone (apart from what normalize_whitespace does anyway):
+    mojibake needs non-ASCII characters, HTML entities an '&', terminal escapes an ESC.
+    Most mail and much web text is such plain ASCII, and ftfy costs about 4 ms a document."""
+    return not text.isascii() or "&" in text or "\x1b" in text
+
+
 def repair(text: str, cfg: CleanConfig) -> str:
-    if cfg.fix_text:
+    if cfg.fix_text and ftfy_would_change(text):
         # conservative: no quote/ligature rewriting, just repair of broken encodings
         text = ftfy.fix_text(text, uncurl_quotes=False, fix_latin_ligatures=False, fix_character_width=False)
     return normalize_whitespace(unicodedata.normalize("NFC", text))

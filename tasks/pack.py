@@ -49,6 +49,8 @@ class ShardTokenizer:
     """A Ray actor: loads the tokenizer once, then turns shards into per-split token streams (cached per shard)."""
 
     def __init__(self, tokenizer_path: str, cache_dir: str, val_fraction: float):
+        # one Rust thread per actor: the actors are the parallelism; a thread pool per actor over-subscribes cores
+        os.environ["RAYON_NUM_THREADS"] = "1"
         self.tokenizer = Tokenizer.from_file(tokenizer_path)
         self.eos = self.tokenizer.token_to_id(EOS)
         self.dtype = np.uint16 if self.tokenizer.get_vocab_size() <= 2**16 else np.uint32
@@ -62,7 +64,7 @@ class ShardTokenizer:
         table = pq.read_table(path, columns=["id", "text"])
         streams: dict[str, list[int]] = {split: [] for split in SPLITS}
         docs = {split: 0 for split in SPLITS}
-        encodings = self.tokenizer.encode_batch(table.column("text").to_pylist())
+        encodings = self.tokenizer.encode_batch_fast(table.column("text").to_pylist())  # ids only, no offsets
         for doc_id, enc in zip(table.column("id").to_pylist(), encodings):
             split = "val" if is_validation(doc_id, self.val_fraction) else "train"
             streams[split].extend(enc.ids + [self.eos])

@@ -1,5 +1,13 @@
-"""Map a function over shards on Ray, one shard per unit of work, with a progress bar."""
+"""Map a function over shards on Ray, one shard per unit of work, with a progress bar.
 
+What a shard function logs on its worker (through `logging`, under the `tasks` loggers) comes
+back with its result and is replayed into the Prefect run's log, with the node and process
+that did the work, so that worker-side messages show in the UI beside the stage's own.
+"""
+
+import logging
+import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,20 +21,67 @@ from infra.ray_runtime import ensure_ray
 SHARD_RETRIES = 3
 
 
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.levelno, f"{record.name}: {record.getMessage()}"))
+
+
+def run_logged(fn: Callable, item: Any, **shared: Any) -> tuple[Any, dict]:
+    """On a worker: fn(item, **shared), plus where it ran, how long it took and what it logged."""
+    handler, logger = _Collect(), logging.getLogger("tasks")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    started = time.perf_counter()
+    try:
+        result = fn(item, **shared)
+    finally:
+        logger.removeHandler(handler)
+    where = {"node": ray.get_runtime_context().get_node_id()[:8], "pid": os.getpid(),
+             "seconds": time.perf_counter() - started, "logs": handler.lines}
+    return result, where
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect run's logger inside a flow or task run; a plain logger elsewhere (unit tests, benchmarks)."""
+    from prefect.context import FlowRunContext, TaskRunContext
+    from prefect.logging import get_run_logger
+
+    if TaskRunContext.get() or FlowRunContext.get():
+        return get_run_logger()
+    return logging.getLogger("tokenmill")
+
+
+def replay(description: str, item_name: str, where: dict, log) -> None:
+    for level, line in where["logs"]:
+        log.log(level, f"[{description} {item_name} on node {where['node']} pid {where['pid']}] {line}")
+    log.debug(f"{description} {item_name}: {where['seconds']:.2f} s on node {where['node']} pid {where['pid']}")
+
+
 def map_shards(fn: Callable, items: Sequence[Any], description: str, **shared: Any) -> list[Any]:
     """Run fn(item, **shared) for each item on Ray; results come back in the order of `items`."""
     ensure_ray()
-    remote_fn = ray.remote(max_retries=SHARD_RETRIES, retry_exceptions=False)(fn)
+    remote_fn = ray.remote(max_retries=SHARD_RETRIES, retry_exceptions=False)(run_logged)
     shared_refs = {k: ray.put(v) for k, v in shared.items()}
-    pending = {remote_fn.remote(item, **shared_refs): i for i, item in enumerate(items)}
+    pending = {remote_fn.remote(fn, item, **shared_refs): i for i, item in enumerate(items)}
     results: list[Any] = [None] * len(items)
+    nodes: set[str] = set()
+    log = run_logger()
     with Progress(transient=True) as progress:
         bar = progress.add_task(description, total=len(items))
         waiting = list(pending)
         while waiting:
             done, waiting = ray.wait(waiting, num_returns=1)
-            results[pending[done[0]]] = ray.get(done[0])
+            index = pending[done[0]]
+            results[index], where = ray.get(done[0])
+            nodes.add(where["node"])
+            replay(description, f"#{index}", where, log)
             progress.advance(bar)
+    if items:
+        log.info(f"{description}: {len(items)} units on {len(nodes)} Ray node(s)")
     return results
 
 

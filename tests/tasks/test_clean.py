@@ -195,3 +195,15 @@ def test_cleaning_any_string_never_raises(text):
     lang, score = detect_language(text, cfg.language)
     assert 0.0 <= score <= 1.0 and isinstance(lang, str)
     first_failure(signals, cfg)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=200))
+def test_skipping_ftfy_on_plain_ascii_changes_nothing(text):
+    import ftfy
+
+    from tasks.clean import ftfy_would_change, normalize_whitespace
+
+    if not ftfy_would_change(text):
+        fixed = ftfy.fix_text(text, uncurl_quotes=False, fix_latin_ligatures=False, fix_character_width=False)
+        assert normalize_whitespace(fixed) == normalize_whitespace(text)
