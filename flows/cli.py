@@ -1,5 +1,6 @@
 """The `tokenmill` command line. Each command is a plain function."""
 
+import json
 import os
 import time
 from pathlib import Path
@@ -33,13 +34,17 @@ def run(
     overrides: list[str] = typer.Option([], "--set", help="override a recipe value: key.path=value (repeatable)"),
     until: str | None = typer.Option(None, help=f"stop after this stage ({', '.join(STAGE_NAMES)}); `pack` = the data stages"),
     force: str | None = typer.Option(None, help="rebuild this stage and every later one even when cached"),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="run the data stages on this running Ray cluster "
+                                           "(`<head>:6379`, `auto`) instead of a local Ray; sets ray.address"),
+    hostfile: Path | None = typer.Option(None, "--hostfile", help="DeepSpeed hostfile (`<host> slots=<n>` per node): "
+                                         "pretrain on those nodes; sets pretrain.launch.hostfile"),
 ) -> None:
     """Run the whole pipeline: ingest, clean, dedup, tokenizer, pack, pretrain, export, finetune, [sft], evaluate."""
     try:
         for option, stage in (("--until", until), ("--force", force)):
             if stage is not None and stage not in STAGE_NAMES:
                 raise ConfigError(f"{option} {stage!r}: not a stage; one of {', '.join(STAGE_NAMES)}")
-        cfg = load_config(config, overrides, workdir)
+        cfg = load_config(config, [*overrides, *option_overrides(ray_address, hostfile)], workdir)
     except ConfigError as err:
         console.print(f"[red]config error[/red] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -54,6 +59,12 @@ def run(
     started = time.perf_counter()
     manifests = pipeline(cfg, until=until, force=force)
     print_summary(manifests, time.perf_counter() - started)
+
+
+def option_overrides(ray_address: str | None, hostfile: Path | None) -> list[str]:
+    """`run`'s shortcut options as --set items; JSON-quoted, so YAML reads `10.0.0.1:6379` as the string it is."""
+    chosen = {"ray.address": ray_address, "pretrain.launch.hostfile": None if hostfile is None else str(hostfile)}
+    return [f"{key}={json.dumps(value)}" for key, value in chosen.items() if value is not None]
 
 
 @app.command()
@@ -176,7 +187,9 @@ def bench_data(
         table.add_row(name, f"{s['seconds']:.2f}", f"{s['mb_per_s']:.2f}", f"{s['docs_per_s']:,.0f}")
     console.print(table)
     console.print(f"tokenize+pack vs bare encode_batch: {result['tokenize_vs_encode_batch']:.2f}x "
-                  f"(encode_batch {result['baseline_encode_batch_seconds']:.2f} s)", markup=False)
+                  f"(encode_batch {result['baseline_encode_batch_seconds']:.2f} s; "
+                  f"encode_batch_fast {result['baseline_encode_batch_fast_seconds']:.2f} s, "
+                  f"{result['tokenize_vs_encode_batch_fast']:.2f}x)", markup=False)
     console.print(f"clean+dedup+pack vs datasets.map(num_proc={result['cores']}) clean+tokenize: "
                   f"{result['speedup_vs_datasets']:.2f}x faster ({result['ours_clean_dedup_pack_seconds']:.2f} s vs "
                   f"{result['baseline_datasets_seconds']:.2f} s)", markup=False)
@@ -206,6 +219,99 @@ def print_summary(manifests: dict, total_seconds: float) -> None:
                                                      for k, v in headline.items()))
     console.print(f"[bold]report[/bold]: {report.file('report')}")
     console.print(f"[bold]metrics[/bold]: {report.file('metrics')}")
+
+
+def use_prefect_server() -> str | None:
+    """The Prefect API this command talks to: PREFECT_API_URL, else a server `tokenmill server start` left running;
+    None means Prefect's ephemeral API on the local database (under PREFECT_HOME)."""
+    from flows.server import server_api_url as running_server_url
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if "PREFECT_API_URL" not in os.environ and (url := running_server_url(DEFAULT_WORKDIR)):
+        os.environ["PREFECT_API_URL"] = url
+    return os.environ.get("PREFECT_API_URL")
+
+
+@app.command()
+def serve(
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML recipe; its `schedules:` start the deployments"),
+    workdir: Path | None = typer.Option(None, "--workdir", "-w", help="where stage outputs go (default: the recipe's)"),
+    overrides: list[str] = typer.Option([], "--set", help="override a recipe value: key.path=value (repeatable)"),
+) -> None:
+    """Register the full, data and train deployments on the Prefect server and run them, on schedule or on demand."""
+    api_url = use_prefect_server()
+    if api_url is None:
+        console.print("[red]error[/red] no Prefect server to register deployments with: start one with "
+                      "`tokenmill server start`, or set PREFECT_API_URL", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    from flows.deploy import deployments, serve as serve_deployments  # imports Prefect and Ray: only when serving
+
+    try:
+        built = deployments(config, overrides, workdir)
+    except ConfigError as err:
+        console.print(f"[red]config error[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"Prefect server: {api_url}", highlight=False)
+    for deployment in built:
+        crons = ", ".join(s.schedule.cron for s in deployment.schedules or []) or "on demand only"
+        console.print(f"pipeline/{deployment.name}: {crons}", highlight=False, markup=False)
+    serve_deployments(built)
+
+
+@app.command()
+def runs(limit: int = typer.Option(10, "--limit", "-n", min=1, help="how many of the latest runs")) -> None:
+    """Recent pipeline runs from the Prefect API: state, start, duration and headline metrics."""
+    from flows.server import health_ok
+
+    api_url = use_prefect_server()
+    if api_url is not None and not health_ok(api_url):
+        console.print(f"[red]error[/red] no Prefect API answers at {api_url}: start it with `tokenmill server start`, "
+                      f"or unset PREFECT_API_URL to read the local database", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    from flows.deploy import format_duration, format_started, list_runs
+
+    found = list_runs(limit)
+    if not found:
+        console.print(f"no pipeline runs recorded at {api_url or 'the local Prefect database'}", highlight=False)
+        return
+    table = Table(title=f"pipeline runs ({api_url or 'local Prefect database'})")
+    for column in ("run", "state", "started", "duration", "scope", "headline"):
+        table.add_column(column)
+    for r in found:
+        headline = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["headline"].items())
+        table.add_row(r["name"], r["state"], format_started(r["started"]), format_duration(r["duration"]), r["scope"],
+                      headline or "-")
+    console.print(table)
+
+
+@app.command()
+def reprocess(
+    corpus: Path = typer.Option(..., "--corpus", help="corpus file or folder to run on, in place of the recipe's ingest.paths"),
+    from_stage: str | None = typer.Option(None, "--from", help="rebuild this stage and every later one even when cached"),
+    until: str | None = typer.Option(None, help="stop after this stage; `pack` = the data stages"),
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML recipe"),
+    workdir: Path | None = typer.Option(None, "--workdir", "-w", help="where stage outputs go (default: the recipe's)"),
+) -> None:
+    """Re-run the pipeline on a changed corpus: content-addressed stages reuse every shard and output that did not change."""
+    try:
+        for option, stage in (("--from", from_stage), ("--until", until)):
+            if stage is not None and stage not in STAGE_NAMES:
+                raise ConfigError(f"{option} {stage!r}: not a stage; one of {', '.join(STAGE_NAMES)}")
+        cfg = load_config(config, [f"ingest.paths=[{json.dumps(str(corpus))}]"], workdir)
+    except ConfigError as err:
+        console.print(f"[red]config error[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    if api_url := use_prefect_server():
+        console.print(f"Prefect server: {api_url}", highlight=False)
+    from flows.pipeline import pipeline
+
+    started = time.perf_counter()
+    manifests = pipeline(cfg, until=until, force=from_stage)
+    print_summary(manifests, time.perf_counter() - started)
+    for name, m in manifests.items():
+        if "units_reused" in m.counts and not m.cached:
+            console.print(f"{name}: {m.counts['units_reused']} of {m.stats.get('num_shards', '?')} shards reused "
+                          f"from earlier runs", highlight=False)
 
 
 if __name__ == "__main__":

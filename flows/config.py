@@ -3,11 +3,13 @@
 User mistakes come back as ConfigError with one line per problem, each naming the field.
 """
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from prefect.client.schemas.schedules import CronSchedule
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.clean import CleanConfig
 from tasks.dedup import DedupConfig
@@ -22,8 +24,47 @@ from tasks.train import PretrainConfig
 
 class RayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    address: str | None = Field(None, description="join this Ray cluster instead of starting a local one")
-    num_cpus: int | None = Field(None, ge=1, description="CPUs for the local Ray (default: all)")
+    address: str | None = Field(None, min_length=1, description="join this running Ray cluster (`<head>:6379`, `auto`) "
+                                "instead of starting a local one; `tokenmill run --ray-address`")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs for the local Ray (default: all); unused with an address")
+
+
+class ScheduleConfig(BaseModel):
+    """When `tokenmill serve` starts one of its deployments on its own."""
+
+    model_config = ConfigDict(extra="forbid")
+    deployment: Literal["full", "data", "train"] = Field(
+        description="full: the whole pipeline; data: ingest to pack; train: pretrain to evaluate on the cached data")
+    cron: str = Field(description="when, as minute hour day-of-month month day-of-week: '0 3 * * *' = 03:00 daily")
+    timezone: str | None = Field(None, description="IANA zone the cron reads in, e.g. Europe/Berlin (default UTC)")
+    overrides: list[str] = Field(default_factory=list, description="recipe values for these runs only, as --set key.path=value")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, cron: str) -> str:
+        try:
+            CronSchedule(cron=cron)
+        except ValidationError:
+            raise ValueError(f"{cron!r} is not a cron expression (minute hour day-of-month month day-of-week, "
+                             f"e.g. '0 3 * * *')") from None
+        return cron
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_known(cls, timezone: str | None) -> str | None:
+        try:
+            CronSchedule(cron="* * * * *", timezone=timezone)
+        except ValidationError:
+            raise ValueError(f"{timezone!r} is not an IANA time zone (e.g. Europe/Berlin, UTC)") from None
+        return timezone
+
+    @field_validator("overrides")
+    @classmethod
+    def _overrides_are_assignments(cls, overrides: list[str]) -> list[str]:
+        for item in overrides:
+            if "=" not in item:
+                raise ValueError(f"{item!r}: expected key=value, e.g. pretrain.train.max_steps=50")
+        return overrides
 
 
 class PipelineConfig(BaseModel):
@@ -40,6 +81,7 @@ class PipelineConfig(BaseModel):
     finetune: FinetuneConfig
     sft: SFTConfig = SFTConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    schedules: list[ScheduleConfig] = Field(default_factory=list, description="cron schedules for `tokenmill serve`")
 
     @model_validator(mode="after")
     def _inputs_exist(self):
@@ -56,6 +98,32 @@ class PipelineConfig(BaseModel):
             if not path.exists():
                 raise ValueError(f"evaluate.extra_texts[{i}]: no such file or folder: {path}")
         return self
+
+    @model_validator(mode="after")
+    def _workdir_writable(self):
+        if problem := unwritable(self.workdir):
+            raise ValueError(f"workdir: {problem}")
+        return self
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why stage outputs cannot go under `folder`, judged without writing anything; None when they can.
+
+    Every output path is <workdir>/<stage>/<fingerprint>/, made of names the code chooses: the workdir is
+    the one place a config decides where outputs go. A file in the way or a folder without write permission
+    (or on a read-only file system) is caught here, before any stage runs.
+    """
+    existing = Path(folder).absolute()
+    try:
+        while not existing.exists():
+            existing = existing.parent
+    except OSError as err:  # a parent we may not even look into
+        return f"cannot reach {folder}: {err.strerror}"
+    if not existing.is_dir():
+        return f"cannot create {folder}: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot write to {existing}: permission denied or a read-only file system"
+    return None
 
 
 class ConfigError(ValueError):

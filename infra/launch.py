@@ -1,6 +1,7 @@
 """Build and run the `deepspeed` launcher command, streaming every rank's output line by line."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,10 +24,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# DeepSpeed's own hostfile grammar (deepspeed.launcher.runner._parse_hostfile): `<host> slots=<n>`, `#` comments
+HOSTFILE_LINE = re.compile(r"^(\S+)\s+slots=(\d+)")
+
+
+def read_hostfile(path: Path) -> dict[str, int]:
+    """Slots per host, or ValueError naming the problem: the launcher itself quietly trains on this machine alone
+    when its hostfile is missing, so a typo in the path must stop the run here."""
+    if not Path(path).is_file():
+        raise ValueError(f"no such file: {path}")
+    slots: dict[str, int] = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = HOSTFILE_LINE.match(line)
+        if match is None:
+            raise ValueError(f"{path}:{number}: expected `<host> slots=<n>`, got {line!r}")
+        if match.group(1) in slots:
+            raise ValueError(f"{path}:{number}: host {match.group(1)} is listed twice")
+        slots[match.group(1)] = int(match.group(2))
+    if not slots:
+        raise ValueError(f"{path}: lists no host (one `<host> slots=<n>` line per node)")
+    return slots
+
+
 def deepspeed_command(script: Path, script_args: list[str], num_procs: int, hostfile: Path | None = None) -> list[str]:
-    """`deepspeed` from the same environment; --num_gpus is also how many CPU ranks run without GPUs."""
+    """`deepspeed` from the same environment; --num_gpus is also how many CPU ranks run without GPUs.
+
+    With a hostfile the launcher places ranks by its slots (num_procs is not used); the path is made absolute
+    because the launcher runs in the stage's output folder.
+    """
     launcher = [sys.executable, "-m", "deepspeed.launcher.runner"]
-    placement = ["--hostfile", str(hostfile)] if hostfile else ["--num_gpus", str(num_procs)]
+    placement = ["--hostfile", str(Path(hostfile).resolve())] if hostfile else ["--num_gpus", str(num_procs)]
     return launcher + placement + ["--master_port", str(free_port()), str(script), *script_args]
 
 

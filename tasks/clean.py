@@ -39,7 +39,8 @@ class CleanConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     fix_text: bool = Field(True, description="repair mojibake and broken unicode with ftfy")
     min_chars: int = Field(200, ge=0, description="reject documents shorter than this after normalisation")
-    max_chars: int = Field(2_000_000, ge=1, description="reject documents longer than this")
+    max_chars: int = Field(2_000_000, ge=1, description="reject documents longer than this; one longer before cleaning is "
+                           "rejected unmeasured")
     min_alpha_ratio: float = Field(0.6, ge=0, le=1, description="minimum share of letters among non-space characters")
     pii: PiiConfig = Field(default_factory=PiiConfig)
     language: LanguageConfig = Field(default_factory=LanguageConfig)
@@ -60,7 +61,7 @@ def signal_settings(cfg: CleanConfig) -> dict[str, Any]:
     Everything else in CleanConfig is a threshold or a switch that the filter step reads."""
     return {"fix_text": cfg.fix_text, "pii": cfg.pii.model_dump(mode="json"),
             "language": cfg.language.detector_settings(), "c4": cfg.c4.line_settings(),
-            "fineweb_short_line_chars": cfg.fineweb.short_line_chars}
+            "fineweb_short_line_chars": cfg.fineweb.short_line_chars, "max_chars": cfg.max_chars}
 
 
 # Control characters except tab and newline, which carry layout; lone surrogates, which UTF-8 cannot hold.
@@ -87,9 +88,15 @@ def ftfy_would_change(text: str) -> bool:
 
 
 def repair(text: str, cfg: CleanConfig) -> str:
-    if cfg.fix_text and ftfy_would_change(text):
-        # conservative: no quote/ligature rewriting, just repair of broken encodings
-        text = ftfy.fix_text(text, uncurl_quotes=False, fix_latin_ligatures=False, fix_character_width=False)
+    for _ in range(3):
+        if cfg.fix_text and ftfy_would_change(text):
+            # conservative: no quote/ligature rewriting, just repair of broken encodings
+            text = ftfy.fix_text(text, uncurl_quotes=False, fix_latin_ligatures=False, fix_character_width=False)
+        if not _CONTROL.search(text):
+            break
+        # ftfy reads C1 controls as part of mojibake, so they go only after it; a dropped one can join its
+        # neighbours into new mojibake ('\x81À§' -> 'À§' -> 'ˤ'): fix again, so repair(repair(t)) == repair(t)
+        text = _CONTROL.sub("", text)
     return normalize_whitespace(unicodedata.normalize("NFC", text))
 
 
@@ -100,6 +107,8 @@ def alpha_ratio(text: str) -> float:
 
 def clean_document(raw: str, cfg: CleanConfig) -> tuple[str, dict[str, Any]]:
     """One document's cleaned text and every signal the filter rules read."""
+    if len(raw) > cfg.max_chars:  # rejected as too_long whatever else is measured: a 100 MB line costs minutes
+        return raw, unmeasured(len(raw))
     text, pii_counts = scrub_pii(repair(raw, cfg), cfg.pii)
     c4 = c4_signals(text, cfg.c4)  # measured on every line, so that it can say how many C4 would drop
     if cfg.c4.filter_lines:
@@ -114,6 +123,12 @@ _ARROW_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.string()}
 SIGNAL_SCHEMA = pa.schema([(name, _ARROW_TYPES[kind]) for name, kind in
                            {"num_chars": int, "alpha_ratio": float, "lang": str, "lang_score": float,
                             **QUALITY_SIGNALS, **{f"pii_{kind}": int for kind in PII_KINDS}}.items()])
+
+
+def unmeasured(num_chars: int) -> dict[str, Any]:
+    """The signals of a document too long to measure: its length, every other signal zero or empty."""
+    return {field.name: {pa.int64(): 0, pa.float64(): 0.0, pa.string(): ""}[field.type] for field in SIGNAL_SCHEMA} | {
+        "num_chars": num_chars}
 
 
 def _with_signals(table: pa.Table, texts: list[str], signals: list[dict]) -> pa.Table:

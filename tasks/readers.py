@@ -95,6 +95,7 @@ class Record:
     encoding: str | None = None  # how the bytes became text, e.g. "utf-8", "cp1252 (detected)"
     reason: str | None = None
     detail: str | None = None
+    where: str | None = None  # file and line (or row) of a record from a file of many: rejections name it
 
 
 class BadFile(Exception):
@@ -311,13 +312,13 @@ def to_json(meta: dict | None) -> str | None:
 # ---- one file, many documents --------------------------------------------------------------
 
 
-def row_record(row: dict, file: InputFile, position: str, options: ReadOptions, encoding: str) -> Record:
+def row_record(row: dict, file: InputFile, position: str, options: ReadOptions, encoding: str, where: str) -> Record:
     """A row of JSONL, CSV or Parquet: its id column (or the file's place), text, source; other fields -> meta."""
     doc_id, text = row.get(options.id_column), row.get(options.text_column)
     extra = {str(k): v for k, v in row.items() if k not in (options.id_column, options.text_column, "source")}
     return Record(id=str(doc_id) if doc_id not in (None, "") else f"{file.rel}#{position}",
                   text=valid_unicode(text) if isinstance(text, str) else text,
-                  source=str(row.get("source") or file.stem), meta=to_json(extra), encoding=encoding)
+                  source=str(row.get("source") or file.stem), meta=to_json(extra), encoding=encoding, where=where)
 
 
 def _jsonl_record(line: bytes, file: InputFile, line_number: int, options: ReadOptions) -> Record:
@@ -328,7 +329,7 @@ def _jsonl_record(line: bytes, file: InputFile, line_number: int, options: ReadO
         problem = f"invalid JSON ({err.msg})"
     else:
         if isinstance(row, dict):
-            return row_record(row, file, f"L{line_number}", options, encoding)
+            return row_record(row, file, f"L{line_number}", options, encoding, f"{file.url}:{line_number}")
         problem = "expected a JSON object"
     return Record(f"{file.rel}#L{line_number}", None, file.stem, reason="invalid_record",
                   detail=f"{file.url}:{line_number}: {problem}")
@@ -375,7 +376,8 @@ def read_csv(stream: io.BufferedReader, file: InputFile, options: ReadOptions) -
                           "(the first line must name the columns; set ingest.text_column)")
         for number, row in enumerate(reader, start=1):
             replaced = label == "utf-8" and any("\ufffd" in v for v in row.values() if isinstance(v, str))
-            yield row_record(row, file, f"row{number}", options, "utf-8 (replaced)" if replaced else label)
+            yield row_record(row, file, f"row{number}", options, "utf-8 (replaced)" if replaced else label,
+                             f"{file.url}:{reader.line_num}")
     except csv.Error as err:
         raise BadFile(f"{file.url}:{reader.line_num}: {err}") from err
     except STREAM_ERRORS as err:
@@ -392,7 +394,8 @@ def read_parquet_row_group(file: InputFile, row_group: int, first_row: int, opti
     for batch in table.to_batches(max_chunksize=1024):  # Python objects for one batch at a time
         for row in batch.to_pylist():
             position += 1
-            yield row_record(row, file, f"row{position}", options, "utf-8")  # Parquet strings are UTF-8
+            # Parquet strings are UTF-8
+            yield row_record(row, file, f"row{position}", options, "utf-8", f"{file.url}: row {position}")
 
 
 # ---- opening ------------------------------------------------------------------------------

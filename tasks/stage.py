@@ -82,9 +82,13 @@ def run_stage(workdir: Path, stage: str, fp: str, build: Callable[[Path], dict],
         fields = build(staging)
         manifest = Manifest(stage=stage, fingerprint=fp, path=final, seconds=time.perf_counter() - started, **fields)
         (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2))
-        if final.exists():  # a leftover without a manifest: never trusted, replaced
-            shutil.rmtree(final)
-        staging.rename(final)
+        if (final / MANIFEST).exists() and stage not in _FORCED.get():
+            # another run finished this fingerprint meanwhile: its output is as good as ours, and may be in use
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            if final.exists():  # a leftover without a manifest (or an output --force rebuilds): replaced
+                shutil.rmtree(final)
+            staging.rename(final)
     finally:
         if not resumable:
             shutil.rmtree(staging, ignore_errors=True)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 import model
-from infra.launch import deepspeed_command, gpu_count, launch_env, run_streaming
+from infra.launch import deepspeed_command, gpu_count, launch_env, read_hostfile, run_streaming
 from model.gpt import MODEL_SIZES, GPTConfig
 from model.spec import TrainConfig, TrainSpec
 from tasks.stage import Manifest, fingerprint, run_stage
@@ -22,7 +22,15 @@ METRICS_PREFIX = "[metrics] "
 class LaunchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     num_procs: int = Field(2, ge=1, description="ranks per node: GPUs when there are some, else CPU processes over gloo")
-    hostfile: Path | None = Field(None, description="DeepSpeed hostfile for several nodes")
+    hostfile: Path | None = Field(None, description="DeepSpeed hostfile for several nodes (`<host> slots=<n>` lines); "
+                                                    "its slots, not num_procs, then say how many ranks run where")
+
+    @field_validator("hostfile")
+    @classmethod
+    def _hostfile_lists_hosts(cls, hostfile: Path | None) -> Path | None:
+        if hostfile is not None:
+            read_hostfile(hostfile)
+        return hostfile
 
 
 class PretrainConfig(BaseModel):

@@ -93,8 +93,9 @@ def test_prefect_recorded_the_run_and_its_artifacts(tiny_run, ray_local):
         async with get_client() as client:
             runs = await client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["pipeline"])),
                                           sort=FlowRunSort.START_TIME_DESC, limit=50)
+            # each phase (prepare-data, pretrain, finetune, evaluate) is a subflow: the stages' artifacts are filed there
             found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)),
-                                                flow_run_filter=FlowRunFilter(id={"any_": [r.id for r in runs]}),
+                                                flow_run_filter=FlowRunFilter(parent_flow_run_id={"any_": [r.id for r in runs]}),
                                                 task_run_filter=TaskRunFilter(), sort=ArtifactSort.CREATED_DESC, limit=50)
             return runs, found
 
