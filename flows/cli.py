@@ -39,7 +39,7 @@ def run(
     hostfile: Path | None = typer.Option(None, "--hostfile", help="DeepSpeed hostfile (`<host> slots=<n>` per node): "
                                          "pretrain on those nodes; sets pretrain.launch.hostfile"),
 ) -> None:
-    """Run the whole pipeline: ingest, clean, dedup, tokenizer, pack, pretrain, export, finetune, [sft], evaluate."""
+    """Run the whole pipeline: ingest, clean, dedup, tokenizer, pack, pretrain, export, finetune, (sft), evaluate."""
     try:
         for option, stage in (("--until", until), ("--force", force)):
             if stage is not None and stage not in STAGE_NAMES:
@@ -57,8 +57,19 @@ def run(
     from flows.pipeline import pipeline  # importing Prefect and Ray costs seconds: only when running
 
     started = time.perf_counter()
-    manifests = pipeline(cfg, until=until, force=force)
+    manifests = run_pipeline(pipeline, cfg, until=until, force=force)
     print_summary(manifests, time.perf_counter() - started)
+
+
+def run_pipeline(pipeline, cfg, **options) -> dict:
+    """The flow's manifests; a failed run ends with one line saying what failed (Prefect has logged the
+    traceback above it) and exit code 1."""
+    try:
+        return pipeline(cfg, **options)
+    except Exception as err:  # noqa: BLE001 - any failure: the user needs its last word, not a second traceback
+        lines = str(err).strip().splitlines() or [""]
+        console.print(f"[red]run failed[/red] {type(err).__name__}: {lines[-1]}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 def option_overrides(ray_address: str | None, hostfile: Path | None) -> list[str]:
@@ -306,7 +317,7 @@ def reprocess(
     from flows.pipeline import pipeline
 
     started = time.perf_counter()
-    manifests = pipeline(cfg, until=until, force=from_stage)
+    manifests = run_pipeline(pipeline, cfg, until=until, force=from_stage)
     print_summary(manifests, time.perf_counter() - started)
     for name, m in manifests.items():
         if "units_reused" in m.counts and not m.cached:

@@ -6,8 +6,11 @@ output is built in a hidden staging folder and renamed into place only once comp
 with manifest.json inside: a folder with a manifest is finished, anything else is not.
 """
 
+import errno
 import hashlib
 import json
+import os
+import re
 import shutil
 import time
 import uuid
@@ -89,7 +92,29 @@ def run_stage(workdir: Path, stage: str, fp: str, build: Callable[[Path], dict],
             if final.exists():  # a leftover without a manifest (or an output --force rebuilds): replaced
                 shutil.rmtree(final)
             staging.rename(final)
+    except OSError as err:
+        if (reason := write_failure(err)) and not isinstance(err, OutputNotWritable):
+            # pyarrow's and Ray's messages say "no space" but not where: name the folder the user must free
+            raise OutputNotWritable(f"{stage}: cannot write its output under {workdir / stage}: {reason}") from err
+        raise
     finally:
         if not resumable:
             shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+class OutputNotWritable(OSError):
+    """The work directory filled up or turned read-only while a stage wrote to it."""
+
+
+# errors that only a write raises: a full disk or quota, a read-only file system, a file over the size limit
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+_ERRNO_IN_TEXT = re.compile(r"\[errno (\d+)\]", re.IGNORECASE)
+
+
+def write_failure(err: OSError) -> str | None:
+    """The reason (`No space left on device`) when `err` is a failed write, else None. pyarrow and Ray workers
+    carry the errno only in the message text (`[errno 28] ...`), so it is read from there too."""
+    codes = {err.errno} | {int(code) for code in _ERRNO_IN_TEXT.findall(str(err))}
+    found = sorted(codes & _WRITE_ERRNOS)
+    return os.strerror(found[0]) if found else None

@@ -1,8 +1,10 @@
 """Faults with real processes: kill -9 of the data preparation in each stage, a Ray worker killed mid-shard,
 an unwritable work directory, the Prefect server restarted during a run."""
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -155,6 +157,32 @@ def test_an_unwritable_workdir_fails_with_the_path_named(kind, baseline, tmp_pat
     if kind != "kernel_refuses":  # caught while checking the config, before anything ran
         assert code == 2 and "Traceback" not in output and "workdir:" in output
     assert not any(work.parent.glob(f"{work.name}/*/*/{MANIFEST}"))  # no output marked done
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 384 KiB tmpfs: room for the tiny run's first files, not for its data stages."""
+    mount_point = tmp_path / "full"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=384k", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root with CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_fails_the_run_naming_the_path_and_leaves_nothing_trusted(full_disk, baseline, tmp_path):
+    work = full_disk / "work"
+    code, output = finish(start_run(baseline.recipe, work, baseline.env, tmp_path / "run.log"), tmp_path / "run.log")
+    assert code != 0
+    assert "No space left on device" in output and str(work) in output
+    last_line = [line for line in output.splitlines() if line.strip()][-1]
+    assert "No space left on device" in last_line and str(work) in last_line, last_line  # not a bare traceback
+    for stage in DATA_STAGES + ["clean_signals"]:  # whatever was marked done is complete and valid
+        for folder in finished_outputs(work, stage):
+            manifest = json.loads((folder / MANIFEST).read_text())
+            assert all((folder / name).exists() for name in manifest.get("files", {}).values()), folder
 
 
 # ---- the Prefect server restarted during a run ------------------------------------------------------------------
