@@ -5,9 +5,6 @@ Each document ends with EOS. Documents go to train or validation by a hash of th
 trainer reads inputs [:-1] and targets [1:].
 """
 
-import hashlib
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +15,13 @@ from tokenizers import Tokenizer
 
 from model.data import TokenRowWriter
 from tasks.parallel import map_with_actors
-from tasks.shard_cache import build_unit, is_complete, link_all
+from tasks.shard_cache import is_complete, link_all
 from tasks.shards import shard_paths
 from tasks.stage import Manifest, file_digest, fingerprint, run_stage
+from tasks.tokenize_shard import SPLITS, ShardTokenizer, is_validation  # noqa: F401 - is_validation: sft
 from tasks.tokenizer import EOS
 
 VERSION = "1"
-SPLITS = ("train", "val")
 
 
 class PackConfig(BaseModel):
@@ -32,46 +29,6 @@ class PackConfig(BaseModel):
     seq_len: int = Field(128, ge=8, le=65536, description="tokens the model sees per sequence")
     val_fraction: float = Field(0.05, gt=0, lt=1, description="share of documents (by id hash) held out")
     num_actors: int = Field(2, ge=1, description="Ray actors that tokenize in parallel")
-
-
-def is_validation(doc_id: str, val_fraction: float) -> bool:
-    bucket = int.from_bytes(hashlib.sha1(doc_id.encode()).digest()[:8], "big") / 2**64
-    return bucket < val_fraction
-
-
-def save_npy_atomic(array: np.ndarray, path: Path) -> None:
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial.npy")
-    np.save(partial, array)
-    os.replace(partial, path)
-
-
-class ShardTokenizer:
-    """A Ray actor: loads the tokenizer once, then turns shards into per-split token streams (cached per shard)."""
-
-    def __init__(self, tokenizer_path: str, cache_dir: str, val_fraction: float):
-        # one Rust thread per actor: the actors are the parallelism; a thread pool per actor over-subscribes cores
-        os.environ["RAYON_NUM_THREADS"] = "1"
-        self.tokenizer = Tokenizer.from_file(tokenizer_path)
-        self.eos = self.tokenizer.token_to_id(EOS)
-        self.dtype = np.uint16 if self.tokenizer.get_vocab_size() <= 2**16 else np.uint32
-        self.cache_dir, self.val_fraction = cache_dir, val_fraction
-
-    def tokenize(self, keyed: tuple[str, str]) -> dict:
-        return build_unit(keyed, self.tokenize_into, self.cache_dir)
-
-    def tokenize_into(self, item: tuple[int, str], out_dir: str) -> dict:
-        index, path = item
-        table = pq.read_table(path, columns=["id", "text"])
-        streams: dict[str, list[int]] = {split: [] for split in SPLITS}
-        docs = {split: 0 for split in SPLITS}
-        encodings = self.tokenizer.encode_batch_fast(table.column("text").to_pylist())  # ids only, no offsets
-        for doc_id, enc in zip(table.column("id").to_pylist(), encodings):
-            split = "val" if is_validation(doc_id, self.val_fraction) else "train"
-            streams[split].extend(enc.ids + [self.eos])
-            docs[split] += 1
-        for split in SPLITS:
-            save_npy_atomic(np.asarray(streams[split], dtype=self.dtype), Path(out_dir) / f"{split}-{index:05d}.npy")
-        return {f"{split}_{what}": n for split in SPLITS for what, n in (("docs", docs[split]), ("tokens", len(streams[split])))}
 
 
 def pack_blocks(stream_paths: list[Path], out_path: Path, seq_len: int, vocab_size: int) -> dict:
@@ -101,7 +58,7 @@ def tokenize_and_pack(deduped: Manifest, tokenizer: Manifest, cfg: PackConfig, w
         keyed = [(fingerprint("tokenize-shard", VERSION, unit_cfg, [tokenizer.fingerprint, file_digest(p)]), str(p))
                  for p in shard_paths(deduped.path)]
         todo = [(key, path) for key, path in dict(keyed).items() if not is_complete(cache_dir, key)]
-        init = (str(tokenizer.file("tokenizer")), str(cache_dir), cfg.val_fraction)
+        init = (str(tokenizer.file("tokenizer")), EOS, str(cache_dir), cfg.val_fraction)
         if todo:
             map_with_actors(ShardTokenizer, init, "tokenize", todo, cfg.num_actors, "tokenize")
         per_shard = [{k: v for k, v in s.items() if isinstance(v, int)}
