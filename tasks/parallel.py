@@ -91,12 +91,23 @@ def map_with_actors(actor_cls: type, init_args: tuple, method: str, items: Seque
     ensure_ray()
     remote_cls = ray.remote(max_restarts=SHARD_RETRIES, max_task_retries=SHARD_RETRIES)(actor_cls)
     actors = [remote_cls.remote(*init_args) for _ in range(max(1, min(num_actors, len(items))))]
-    pool = ray.util.ActorPool(actors)
-    results: list[Any] = []
+    results: list[Any] = [None] * len(items)
+    queue = list(enumerate(items))
+    # two calls in flight per actor, so none waits on a round trip between shards; results are taken as they
+    # finish (ray.util.ActorPool.map hands an actor its next shard only once every earlier shard is back)
+    slots = [actor for _ in range(2) for actor in actors]
+    pending: dict[Any, tuple[int, Any]] = {}
     with Progress(transient=True) as progress:
         bar = progress.add_task(description, total=len(items))
-        for result in pool.map(lambda actor, item: getattr(actor, method).remote(item), list(items)):
-            results.append(result)
+        while queue or pending:
+            while slots and queue:
+                index, item = queue.pop(0)
+                actor = slots.pop(0)
+                pending[getattr(actor, method).remote(item)] = (index, actor)
+            (done,), _ = ray.wait(list(pending), num_returns=1)
+            index, actor = pending.pop(done)
+            results[index] = ray.get(done)
+            slots.append(actor)
             progress.advance(bar)
     for actor in actors:
         ray.kill(actor)
