@@ -80,23 +80,33 @@ def plot_confusion(confusion: list[list[int]], labels: list[str]) -> str:
     return figure_to_data_uri(fig)
 
 
+def columns(rows: list[dict]) -> list[str]:
+    """Every key of every row, in order of first appearance: rows of different stages carry different counts."""
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
 def html_table(rows: list[dict]) -> str:
     if not rows:
         return "<p>(none)</p>"
-    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in row.values()) + "</tr>" for row in rows)
+    keys = columns(rows)
+    head = "".join(f"<th>{html.escape(str(k))}</th>" for k in keys)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(row.get(k, '')))}</td>" for k in keys) + "</tr>"
+                   for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def md_table(rows: list[dict]) -> str:
     if not rows:
         return "(none)\n"
-    lines = ["| " + " | ".join(map(str, rows[0])) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(fmt(v) for v in row.values()) + " |" for row in rows]
+    keys = columns(rows)
+    lines = ["| " + " | ".join(map(str, keys)) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(fmt(row.get(k, "")) for k in keys) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
 def fmt(value) -> str:
+    if isinstance(value, dict):  # e.g. rejected by reason: `rule: count, ...`
+        return ", ".join(f"{k}: {fmt(v)}" for k, v in value.items()) or "-"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
