@@ -22,7 +22,7 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None, object_s
         return
     num_cpus = num_cpus or _settings["num_cpus"]
     address = address or _settings["address"] or os.environ.get("RAY_ADDRESS")
-    if address:
+    if address and address != "local":  # RAY_ADDRESS=local is Ray's own spelling of "start one here"
         ray.init(address=address, log_to_driver=True, configure_logging=False)
         return
     # "local": without it ray.init joins whatever `ray start` left running on this machine

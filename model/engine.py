@@ -13,6 +13,11 @@ from model.spec import TrainConfig
 
 def init_distributed() -> tuple[int, int]:
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "gloo":
+        # On CPU, DeepSpeed's comm backend JIT-compiles a shared-memory all-reduce op (`deepspeed_shm_comm`: minutes
+        # of C++ the first time in each environment, every rank waiting on one lock) that only its
+        # inference_all_reduce uses; training all-reduces through gloo. Marking it unavailable skips the build.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed(dist_backend=backend)
     return dist.get_rank(), dist.get_world_size()
 

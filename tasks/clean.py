@@ -88,16 +88,22 @@ def ftfy_would_change(text: str) -> bool:
 
 
 def repair(text: str, cfg: CleanConfig) -> str:
+    """ftfy, NFC and whitespace normalisation, repeated until nothing changes (at most 3 rounds).
+
+    ftfy reads C1 controls and odd spaces as part of mojibake, so they are dropped only after it; but dropping
+    one can join its neighbours into new mojibake ('\\x81À§' -> 'À§' -> 'ˤ', '€©\\u200b' -> '€©' -> '۩'). Another
+    round fixes that, so that repair(repair(t)) == repair(t). Plain ASCII text never needs a second round.
+    """
     for _ in range(3):
-        if cfg.fix_text and ftfy_would_change(text):
+        fixed = text
+        if cfg.fix_text and ftfy_would_change(fixed):
             # conservative: no quote/ligature rewriting, just repair of broken encodings
-            text = ftfy.fix_text(text, uncurl_quotes=False, fix_latin_ligatures=False, fix_character_width=False)
-        if not _CONTROL.search(text):
-            break
-        # ftfy reads C1 controls as part of mojibake, so they go only after it; a dropped one can join its
-        # neighbours into new mojibake ('\x81À§' -> 'À§' -> 'ˤ'): fix again, so repair(repair(t)) == repair(t)
-        text = _CONTROL.sub("", text)
-    return normalize_whitespace(unicodedata.normalize("NFC", text))
+            fixed = ftfy.fix_text(fixed, uncurl_quotes=False, fix_latin_ligatures=False, fix_character_width=False)
+        fixed = normalize_whitespace(unicodedata.normalize("NFC", fixed))
+        if fixed == text or not (cfg.fix_text and ftfy_would_change(fixed)):
+            return fixed
+        text = fixed
+    return text
 
 
 def alpha_ratio(text: str) -> float:

@@ -92,6 +92,7 @@ def test_scrubbing_pii_twice_finds_nothing_new(text):
 
 @settings(max_examples=100, deadline=None)
 @given(prose_like)
+@example("€©\u200b")  # dropping the zero-width space joins new mojibake: repair needs a second round
 def test_cleaning_a_cleaned_document_changes_nothing(text):
     once, signals = clean_document(text, CFG)
     twice, again = clean_document(once, CFG)
