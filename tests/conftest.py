@@ -31,3 +31,18 @@ def repo_cwd(monkeypatch):
     """Recipes name paths relative to the repository root, as `make demo` runs them."""
     monkeypatch.chdir(REPO)
     return REPO
+
+
+def sotu_speeches() -> list[dict]:
+    """The State of the Union addresses bundled in data/corpus.parquet (the same texts as the shared
+    corpora's sotu.jsonl, which a clone may not have beside it), oldest first: `id`, `text`."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(DATA / "corpus.parquet", columns=["id", "text", "source"]).to_pylist()
+    return sorted(({"id": r["id"], "text": r["text"]} for r in rows if r["source"] == "sotu"), key=lambda r: r["id"])
+
+
+# The shared real corpora sit beside the checkout (see their PROVENANCE.md); a clone without them uses the
+# sample of mails copied from them into tests/fixtures.
+SHARED_SPAM_ASSASSIN = REPO.parent / "shared" / "corpora" / "spam_assassin"
+SPAM_ASSASSIN = SHARED_SPAM_ASSASSIN if SHARED_SPAM_ASSASSIN.is_dir() else REPO / "tests" / "fixtures" / "spam_assassin_sample"

@@ -1,4 +1,3 @@
-import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,11 +13,10 @@ from tasks.clean import (SIGNAL_SCHEMA, CleanConfig, clean, clean_document, filt
 from tasks.langid import LanguageConfig, detect_language
 from tasks.quality import C4Config, GopherQualityConfig
 from tasks.stage import Manifest
-from tests.conftest import DATA
+from tests.conftest import DATA, sotu_speeches
 
 CHAPTERS = {path.stem: path.read_text() for path in sorted((DATA / "tiny").glob("chapter_*.txt"))[:4]}
-with open("/work/shared/corpora/sotu.jsonl") as f:
-    SPEECHES = [json.loads(line)["text"] for line in f][220:223]
+SPEECHES = [speech["text"] for speech in sotu_speeches()[220:223]]
 GERMAN = ("Nennt mich Ismael. Vor einigen Jahren, gleichgültig wie lange es genau her ist, hatte ich wenig oder gar "
           "kein Geld in der Tasche, und an Land reizte mich nichts besonders; so dachte ich, ich wollte ein wenig "
           "herumsegeln und mir den wässrigen Teil der Welt ansehen. Das ist so meine Art, die Milz zu vertreiben und "

@@ -1,6 +1,5 @@
 """Quality rules on real prose (Moby-Dick, State of the Union) and on documents built to fail one rule each."""
 
-import json
 import math
 import random
 import re
@@ -13,9 +12,8 @@ from tasks.quality import (DUP_NGRAM_SIZES, QUALITY_RULES, QUALITY_SIGNALS, C4Co
                            GopherQualityConfig, GopherRepetitionConfig, _ngram_ids, _word_arrays, c4_filter_lines,
                            c4_signals, fineweb_signals, first_quality_failure, gopher_quality_signals,
                            gopher_repetition_signals, quality_signals, words)
-from tests.conftest import DATA
+from tests.conftest import DATA, sotu_speeches
 
-SOTU = "/work/shared/corpora/sotu.jsonl"
 CHAPTER_1 = (DATA / "tiny" / "chapter_1.txt").read_text()
 # real, distinct sentences to build test documents from
 SENTENCES = sorted({s.strip() for path in sorted((DATA / "tiny").glob("*.txt"))
@@ -55,8 +53,7 @@ def test_moby_dick_chapters_pass_every_rule(chapter):
 
 
 def test_state_of_the_union_speeches_pass_every_rule():
-    with open(SOTU) as f:
-        speeches = [json.loads(line) for line in f][200:215]  # 1990s-2010s: speech text, no budget tables
+    speeches = sotu_speeches()[200:215]  # 1990s-2010s: speech text, no budget tables
     assert [s["id"] for s in speeches if failure(s["text"])] == []
 
 

@@ -13,12 +13,8 @@ import zstandard
 from tasks.ingest import list_input_files
 from tasks.readers import (BadFile, InputFile, ReadOptions, binary_kind, decode_bytes, file_kind, looks_like_mail,
                            read_file, read_whole_file)
-from tests.conftest import REPO
+from tests.conftest import SPAM_ASSASSIN
 
-# The shared real corpora sit beside the checkout (see their PROVENANCE.md), not in it; a clone
-# without them uses the 40-mail sample copied from them into tests/fixtures.
-SHARED_SPAM_ASSASSIN = REPO.parent / "shared" / "corpora" / "spam_assassin"
-SPAM_ASSASSIN = SHARED_SPAM_ASSASSIN if SHARED_SPAM_ASSASSIN.is_dir() else REPO / "tests" / "fixtures" / "spam_assassin_sample"
 OPTIONS = ReadOptions()
 
 
