@@ -153,7 +153,9 @@ def test_a_100mb_single_line_document_is_ingested_in_bounded_memory(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     kept, num_bytes, max_rss_mb = map(int, done.stdout.split())
     assert (kept, num_bytes) == (1, size)
-    assert max_rss_mb < 800, f"{max_rss_mb} MB to ingest a {size >> 20} MB document"
+    # the document is held a few times over (bytes, str, Arrow buffers, compression): 600-810 MB measured on
+    # 2-core CI machines; the bound catches a regression to a copy per row statistic (1.2 GB) or worse
+    assert max_rss_mb < 1000, f"{max_rss_mb} MB to ingest a {size >> 20} MB document"
 
 
 def test_a_document_over_max_chars_is_rejected_as_too_long(tmp_path):
