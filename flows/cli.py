@@ -41,18 +41,13 @@ def run(
 ) -> None:
     """Run the whole pipeline: ingest, clean, dedup, tokenizer, pack, pretrain, export, finetune, (sft), evaluate."""
     try:
-        for option, stage in (("--until", until), ("--force", force)):
-            if stage is not None and stage not in STAGE_NAMES:
-                raise ConfigError(f"{option} {stage!r}: not a stage; one of {', '.join(STAGE_NAMES)}")
+        check_stages(("--until", until), ("--force", force))
         cfg = load_config(config, [*overrides, *option_overrides(ray_address, hostfile)], workdir)
     except ConfigError as err:
         console.print(f"[red]config error[/red] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    # the machines this runs on often have no route out: Prefect's telemetry would only log errors
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # a server that `tokenmill server start` left running takes the run; else Prefect's ephemeral API does
-    if "PREFECT_API_URL" not in os.environ and (url := server_api_url(DEFAULT_WORKDIR)):
-        os.environ["PREFECT_API_URL"] = url
+    if "PREFECT_API_URL" not in os.environ and (url := use_prefect_server()):
         console.print(f"Prefect server: {url}", highlight=False)
     from flows.pipeline import pipeline  # importing Prefect and Ray costs seconds: only when running
 
@@ -70,6 +65,13 @@ def run_pipeline(pipeline, cfg, **options) -> dict:
         lines = str(err).strip().splitlines() or [""]
         console.print(f"[red]run failed[/red] {type(err).__name__}: {lines[-1]}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+def check_stages(*options: tuple[str, str | None]) -> None:
+    """ConfigError for an (option, stage) pair that names no stage, e.g. `--until pak`."""
+    for option, stage in options:
+        if stage is not None and stage not in STAGE_NAMES:
+            raise ConfigError(f"{option} {stage!r}: not a stage; one of {', '.join(STAGE_NAMES)}")
 
 
 def option_overrides(ray_address: str | None, hostfile: Path | None) -> list[str]:
@@ -235,10 +237,9 @@ def print_summary(manifests: dict, total_seconds: float) -> None:
 def use_prefect_server() -> str | None:
     """The Prefect API this command talks to: PREFECT_API_URL, else a server `tokenmill server start` left running;
     None means Prefect's ephemeral API on the local database (under PREFECT_HOME)."""
-    from flows.server import server_api_url as running_server_url
-
+    # the machines this runs on often have no route out: Prefect's telemetry would only log errors
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if "PREFECT_API_URL" not in os.environ and (url := running_server_url(DEFAULT_WORKDIR)):
+    if "PREFECT_API_URL" not in os.environ and (url := server_api_url(DEFAULT_WORKDIR)):
         os.environ["PREFECT_API_URL"] = url
     return os.environ.get("PREFECT_API_URL")
 
@@ -305,9 +306,7 @@ def reprocess(
 ) -> None:
     """Re-run the pipeline on a changed corpus: content-addressed stages reuse every shard and output that did not change."""
     try:
-        for option, stage in (("--from", from_stage), ("--until", until)):
-            if stage is not None and stage not in STAGE_NAMES:
-                raise ConfigError(f"{option} {stage!r}: not a stage; one of {', '.join(STAGE_NAMES)}")
+        check_stages(("--from", from_stage), ("--until", until))
         cfg = load_config(config, [f"ingest.paths=[{json.dumps(str(corpus))}]"], workdir)
     except ConfigError as err:
         console.print(f"[red]config error[/red] {err}", highlight=False, soft_wrap=True)
