@@ -3,6 +3,8 @@
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -11,15 +13,13 @@ from rich.table import Table
 
 from flows.config import ConfigError, load_config
 from flows.server import DEFAULT_WORKDIR, server_api_url, server_app
+from tasks.stages import document_stages, stage_names, unknown_stage
 
 app = typer.Typer(help="tokenmill: raw text corpus -> trained, fine-tuned and evaluated language model.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 app.add_typer(server_app, name="server")
 console = Console()
 DEFAULT_CONFIG = Path("configs/default.yaml")
-# the pipeline's stages in order (flows/pipeline.py imports Prefect and Ray, too slow to load for --help)
-STAGE_NAMES = ["ingest", "clean", "dedup", "tokenizer", "pack", "pretrain", "export", "finetune", "sft", "evaluate"]
-DATA_STAGES = ["ingest", "clean", "dedup"]
 
 
 @app.callback()
@@ -32,7 +32,7 @@ def run(
     config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML recipe"),
     workdir: Path | None = typer.Option(None, "--workdir", "-w", help="where stage outputs go (default: the recipe's)"),
     overrides: list[str] = typer.Option([], "--set", help="override a recipe value: key.path=value (repeatable)"),
-    until: str | None = typer.Option(None, help=f"stop after this stage ({', '.join(STAGE_NAMES)}); `pack` = the data stages"),
+    until: str | None = typer.Option(None, help=f"stop after this stage ({', '.join(stage_names())}); `pack` = the data stages"),
     force: str | None = typer.Option(None, help="rebuild this stage and every later one even when cached"),
     ray_address: str | None = typer.Option(None, "--ray-address", help="run the data stages on this running Ray cluster "
                                            "(`<head>:6379`, `auto`) instead of a local Ray; sets ray.address"),
@@ -40,16 +40,15 @@ def run(
                                          "pretrain on those nodes; sets pretrain.launch.hostfile"),
 ) -> None:
     """Run the whole pipeline: ingest, clean, dedup, tokenizer, pack, pretrain, export, finetune, (sft), evaluate."""
-    try:
+    with config_errors():
         check_stages(("--until", until), ("--force", force))
         cfg = load_config(config, [*overrides, *option_overrides(ray_address, hostfile)], workdir)
-    except ConfigError as err:
-        console.print(f"[red]config error[/red] {err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
     # a server that `tokenmill server start` left running takes the run; else Prefect's ephemeral API does
     if "PREFECT_API_URL" not in os.environ and (url := use_prefect_server()):
         console.print(f"Prefect server: {url}", highlight=False)
-    from flows.pipeline import pipeline  # importing Prefect and Ray costs seconds: only when running
+    from flows.pipeline import (
+        pipeline,  # importing Prefect and Ray costs seconds: only when running
+    )
 
     started = time.perf_counter()
     manifests = run_pipeline(pipeline, cfg, until=until, force=force)
@@ -67,11 +66,21 @@ def run_pipeline(pipeline, cfg, **options) -> dict:
         raise typer.Exit(1) from None
 
 
+@contextmanager
+def config_errors() -> Iterator[None]:
+    """A ConfigError inside the block ends the command with its message, one line per problem, and exit code 2."""
+    try:
+        yield
+    except ConfigError as err:
+        console.print(f"[red]config error[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
 def check_stages(*options: tuple[str, str | None]) -> None:
     """ConfigError for an (option, stage) pair that names no stage, e.g. `--until pak`."""
     for option, stage in options:
-        if stage is not None and stage not in STAGE_NAMES:
-            raise ConfigError(f"{option} {stage!r}: not a stage; one of {', '.join(STAGE_NAMES)}")
+        if stage is not None and (problem := unknown_stage(option, stage)):
+            raise ConfigError(problem)
 
 
 def option_overrides(ray_address: str | None, hostfile: Path | None) -> list[str]:
@@ -83,7 +92,7 @@ def option_overrides(ray_address: str | None, hostfile: Path | None) -> list[str
 @app.command()
 def report(run: Path = typer.Argument(..., help="a work directory (its latest evaluation) or an evaluate/<fingerprint> folder")) -> None:
     """Redraw report.html and report.md from a finished run's stored outputs, without retraining."""
-    from tasks.report import render_report
+    from tasks.eval.report import render_report
 
     folder = latest_evaluation(run)
     if folder is None:
@@ -113,7 +122,8 @@ def bench_train(
     """Tokens/s of our DeepSpeed training loop against a plain PyTorch loop: same model, batch, 1 process."""
     from pydantic import ValidationError
 
-    from tasks.bench_train import BenchTrainConfig, bench_train as run_bench
+    from tasks.bench.training import BenchTrainConfig
+    from tasks.bench.training import bench_train as run_bench
 
     try:
         cfg = BenchTrainConfig(size=size, seq_len=seq_len, vocab_size=vocab_size, micro_batch_size=micro_batch, steps=steps, warmup=warmup,
@@ -143,14 +153,14 @@ app.add_typer(inspect_app, name="inspect")
 def inspect_rejected(
     workdir: Path = typer.Option(Path("runs/default"), "--workdir", "-w", help="the run's work directory"),
     reason: str | None = typer.Option(None, help="only this reason (e.g. too_short, near_duplicate)"),
-    stage: str | None = typer.Option(None, help=f"only this stage ({', '.join(DATA_STAGES)})"),
+    stage: str | None = typer.Option(None, help=f"only this stage ({', '.join(document_stages())})"),
     limit: int = typer.Option(10, help="examples to print"),
     width: int = typer.Option(160, help="characters of text to show"),
 ) -> None:
     """Print rejected documents with the rule that rejected them, from the newest output of each data stage."""
-    from tasks.shards import rejected_rows
+    from tasks.data.shards import rejected_rows
 
-    outputs = {name: latest_output(workdir, name) for name in ([stage] if stage else DATA_STAGES)}
+    outputs = {name: latest_output(workdir, name) for name in ([stage] if stage else document_stages())}
     if not any(outputs.values()):
         console.print(f"[red]error[/red] {workdir}: no finished data stage outputs (run `tokenmill run --until pack` first)")
         raise typer.Exit(2)
@@ -182,7 +192,7 @@ def bench_data(
     """MB/s and docs/s per data stage, beside bare encode_batch and datasets.map doing the same work."""
     import json
 
-    from tasks.bench_data import bench_data as run_bench
+    from tasks.bench.data_prep import bench_data as run_bench
 
     paths = paths or [Path("data/corpus.parquet"), Path("../shared/corpora/spam_assassin")]
     missing = [str(p) for p in paths if not p.exists()]
@@ -256,13 +266,11 @@ def serve(
         console.print("[red]error[/red] no Prefect server to register deployments with: start one with "
                       "`tokenmill server start`, or set PREFECT_API_URL", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
-    from flows.deploy import deployments, serve as serve_deployments  # imports Prefect and Ray: only when serving
+    from flows.deploy import deployments  # imports Prefect and Ray: only when serving
+    from flows.deploy import serve as serve_deployments
 
-    try:
+    with config_errors():
         built = deployments(config, overrides, workdir)
-    except ConfigError as err:
-        console.print(f"[red]config error[/red] {err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
     console.print(f"Prefect server: {api_url}", highlight=False)
     for deployment in built:
         crons = ", ".join(s.schedule.cron for s in deployment.schedules or []) or "on demand only"
@@ -305,12 +313,9 @@ def reprocess(
     workdir: Path | None = typer.Option(None, "--workdir", "-w", help="where stage outputs go (default: the recipe's)"),
 ) -> None:
     """Re-run the pipeline on a changed corpus: content-addressed stages reuse every shard and output that did not change."""
-    try:
+    with config_errors():
         check_stages(("--from", from_stage), ("--until", until))
         cfg = load_config(config, [f"ingest.paths=[{json.dumps(str(corpus))}]"], workdir)
-    except ConfigError as err:
-        console.print(f"[red]config error[/red] {err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
     if api_url := use_prefect_server():
         console.print(f"Prefect server: {api_url}", highlight=False)
     from flows.pipeline import pipeline

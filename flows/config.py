@@ -4,22 +4,22 @@ User mistakes come back as ConfigError with one line per problem, each naming th
 """
 
 import os
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from prefect.client.schemas.schedules import CronSchedule
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from tasks.clean import CleanConfig
-from tasks.dedup import DedupConfig
-from tasks.evaluate import EvaluateConfig
-from tasks.finetune import FinetuneConfig
-from tasks.ingest import IngestConfig
-from tasks.pack import PackConfig
-from tasks.sft import SFTConfig
-from tasks.tokenizer import TokenizerConfig
-from tasks.train import PretrainConfig
+from tasks import stages
 
 
 class RayConfig(BaseModel):
@@ -42,6 +42,10 @@ class ScheduleConfig(BaseModel):
     @field_validator("cron")
     @classmethod
     def _cron_parses(cls, cron: str) -> str:
+        from prefect.client.schemas.schedules import (
+            CronSchedule,  # Prefect loads slowly: only when a recipe has schedules
+        )
+
         try:
             CronSchedule(cron=cron)
         except ValidationError:
@@ -52,6 +56,8 @@ class ScheduleConfig(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _timezone_known(cls, timezone: str | None) -> str | None:
+        from prefect.client.schemas.schedules import CronSchedule
+
         try:
             CronSchedule(cron="* * * * *", timezone=timezone)
         except ValidationError:
@@ -67,20 +73,13 @@ class ScheduleConfig(BaseModel):
         return overrides
 
 
-class PipelineConfig(BaseModel):
+class RecipeBase(BaseModel):
+    """What a recipe holds beside the stage sections; `PipelineConfig` adds one section per stage of the table."""
+
     model_config = ConfigDict(extra="forbid")
     name: str = "tokenmill"
     workdir: Path = Path("runs")
     ray: RayConfig = RayConfig()
-    ingest: IngestConfig
-    clean: CleanConfig = CleanConfig()
-    dedup: DedupConfig = DedupConfig()
-    tokenizer: TokenizerConfig = TokenizerConfig()
-    pack: PackConfig = PackConfig()
-    pretrain: PretrainConfig = PretrainConfig()
-    finetune: FinetuneConfig
-    sft: SFTConfig = SFTConfig()
-    evaluate: EvaluateConfig = EvaluateConfig()
     schedules: list[ScheduleConfig] = Field(default_factory=list, description="cron schedules for `tokenmill serve`")
 
     @model_validator(mode="after")
@@ -104,6 +103,29 @@ class PipelineConfig(BaseModel):
         if problem := unwritable(self.workdir):
             raise ValueError(f"workdir: {problem}")
         return self
+
+
+def stage_sections() -> dict[str, tuple]:
+    """A recipe section per stage with settings, named as the stage; required when its config has required fields."""
+    sections = {}
+    for row in stages.STAGES:
+        if (cls := row.config_class()) is not None:
+            required = any(field.is_required() for field in cls.model_fields.values())
+            sections[row.name] = (cls, ...) if required else (cls, cls())
+    return sections
+
+
+@cache
+def pipeline_config_class() -> type[RecipeBase]:
+    """The recipe model: built on first use, since loading the stages' config classes imports Ray and torch
+    (`tokenmill --help` must not wait for them)."""
+    return create_model("PipelineConfig", __base__=RecipeBase, **stage_sections())
+
+
+def __getattr__(name: str):
+    if name == "PipelineConfig":  # `from flows.config import PipelineConfig` builds it
+        return pipeline_config_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def unwritable(folder: Path) -> str | None:
@@ -158,7 +180,7 @@ def apply_override(raw: dict, keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(path: Path | None, overrides: list[str] = (), workdir: Path | None = None) -> PipelineConfig:
+def load_config(path: Path | None, overrides: list[str] = (), workdir: Path | None = None) -> RecipeBase:
     """Read a YAML recipe, apply --set overrides, validate. Raises ConfigError on any mistake."""
     raw: dict = {}
     if path is not None:
@@ -175,7 +197,7 @@ def load_config(path: Path | None, overrides: list[str] = (), workdir: Path | No
     if workdir is not None:
         raw["workdir"] = str(workdir)
     try:
-        return PipelineConfig.model_validate(raw)
+        return pipeline_config_class().model_validate(raw)
     except ValidationError as err:
         source = f"{path}: " if path else ""
         raise ConfigError("\n".join(source + line for line in describe(err).splitlines())) from None

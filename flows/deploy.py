@@ -19,9 +19,15 @@ from pathlib import Path
 
 from prefect import serve as prefect_serve
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowFilter, FlowFilterName,
-                                            FlowRunFilter, FlowRunFilterParentFlowRunId,
-                                            TaskRunFilter)
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    TaskRunFilter,
+)
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 from prefect.deployments.runner import EntrypointType, RunnerDeployment

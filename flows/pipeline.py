@@ -1,143 +1,163 @@
 """The pipeline, as in the diagram: ingest -> clean -> dedup -> tokenizer -> tokenize+pack -> pretrain -> finetune -> evaluate.
 
-Beside the main line: the Hugging Face export of the pretrained model, and SFT when the recipe names prompt/response data.
-Each phase is a subflow, so a run in the Prefect UI reads prepare-data -> pretrain -> finetune -> evaluate.
+The stages and their order come from the stage table (`tasks/stages.py`); this file makes them Prefect
+tasks. Each phase is a subflow, so a run in the Prefect UI reads prepare-data -> pretrain -> finetune ->
+evaluate, and each stage is one task named `<stage> <fingerprint>` with its stats as a table artifact.
 """
 
-import functools
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from prefect import Task, flow, task
-from prefect.artifacts import create_table_artifact
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.context import TaskRunContext
 from prefect.states import Completed, State
 
 from flows.config import PipelineConfig
+from infra.progress import reporting
 from infra.ray_runtime import configure_ray
-from tasks.clean import clean_task
-from tasks.dedup import dedup_task
-from tasks.evaluate import evaluate_task
-from tasks.export import export_task
-from tasks.finetune import finetune_task
-from tasks.ingest import ingest_task
-from tasks.pack import pack_task
-from tasks.sft import sft_task
-from tasks.stage import Manifest, forcing
-from tasks.tokenizer import tokenizer_task
-from tasks.train import pretrain_task
-
-
-STAGES = ["ingest", "clean", "dedup", "tokenizer", "pack", "pretrain", "export", "finetune", "sft", "evaluate"]
+from infra.stage import Manifest, forcing
+from tasks.eval.report import headline_markdown, stage_table
+from tasks.stages import ALL, PHASES, RECIPE, Stage, stages_from, stages_in
 
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(config: PipelineConfig, until: str | None = None, force: str | None = None) -> dict[str, Manifest]:
     workdir = Path(config.workdir).resolve()
     configure_ray(config.ray.num_cpus, config.ray.address)
-    done = Stages(until)
-    with forcing(forced_from(force)), done:
-        data = done.keep(prepare_data(config, workdir, until))
-        models = done.keep(pretrain(data["pack"], data["tokenizer"], config, workdir, until))
-        done.keep(finetune(models["pretrain"], data["tokenizer"], config, workdir, until))
-        done.keep(evaluate(dict(done.manifests), config, workdir))
-    return done.manifests
+    done: dict[str, Manifest] = {}
+    with forcing(forced_from(force)):
+        for phase in PHASES:  # prepare-data -> pretrain -> finetune -> evaluate
+            done |= PHASE_FLOWS[phase](config, workdir, done, until)
+            if until in done:
+                break
+    return done
 
 
-@flow(name="prepare-data")
-def prepare_data(config: PipelineConfig, workdir: Path, until: str | None = None) -> dict[str, Manifest]:
-    with Stages(until) as s:
-        ingested = s.run("ingest", ingest_task, config.ingest, workdir)
-        cleaned = s.run("clean", clean_task, ingested, config.clean, workdir)
-        deduped = s.run("dedup", dedup_task, cleaned, config.dedup, workdir, config.finetune)
-        tokenizer = s.run("tokenizer", tokenizer_task, deduped, config.tokenizer, workdir)
-        s.run("pack", pack_task, deduped, tokenizer, config.pack, workdir)
-    return s.manifests
+def run_phase(phase: str, config: PipelineConfig, workdir: Path, upstream: dict[str, Manifest],
+              until: str | None) -> dict[str, Manifest]:
+    """Run the phase's stages in table order; stop after `until` (`--until pack`: the data stages only)."""
+    manifests = dict(upstream)
+    for row in stages_in(phase):
+        section = getattr(config, row.name, None)
+        if row.config is not None and not row.enabled(section):
+            continue
+        state = as_task(row)(*stage_arguments(row, config, workdir, manifests), return_state=True)
+        manifests[row.name] = state.result()
+        if row.name == until:
+            break
+    return {name: m for name, m in manifests.items() if name not in upstream}
 
 
-@flow(name="pretrain")
-def pretrain(packed: Manifest, tokenizer: Manifest, config: PipelineConfig, workdir: Path,
-             until: str | None = None) -> dict[str, Manifest]:
-    with Stages(until) as s:
-        pretrained = s.run("pretrain", pretrain_task, packed, config.pretrain, workdir)
-        s.run("export", export_task, pretrained, tokenizer, workdir)
-    return s.manifests
+def phase_flow(phase: str):
+    def run_this_phase(config: PipelineConfig, workdir: Path, upstream: dict[str, Manifest],
+                       until: str | None = None) -> dict[str, Manifest]:
+        return run_phase(phase, config, workdir, upstream, until)
+
+    return flow(name=phase)(run_this_phase)
 
 
-@flow(name="finetune")
-def finetune(pretrained: Manifest, tokenizer: Manifest, config: PipelineConfig, workdir: Path,
-             until: str | None = None) -> dict[str, Manifest]:
-    with Stages(until) as s:
-        s.run("finetune", finetune_task, pretrained, tokenizer, config.finetune, workdir)
-        if config.sft.data:
-            s.run("sft", sft_task, pretrained, tokenizer, config.sft, workdir)
-    return s.manifests
+PHASE_FLOWS = {phase: phase_flow(phase) for phase in PHASES}
 
 
-@flow(name="evaluate")
-def evaluate(manifests: dict[str, Manifest], config: PipelineConfig, workdir: Path) -> dict[str, Manifest]:
-    with Stages(None) as s:
-        s.run("evaluate", evaluate_task, manifests, config.evaluate, config.model_dump(mode="json"), workdir)
-    return s.manifests
-
-
-class UntilReached(Exception):
-    pass
-
-
-class Stages:
-    """Runs stage tasks in order, keeps their manifests, and stops after `until` (`--until pack`: data only).
-
-    Used as a context manager around the stages: reaching `until` ends the `with` block, so a phase that
-    stops early still finishes Completed and the flow returns what ran.
-    """
-
-    def __init__(self, until: str | None):
-        self.until, self.manifests = until, {}
-
-    def run(self, name: str, task_fn: Task, *args) -> Manifest:
-        state = as_stage(name, task_fn)(*args, return_state=True)
-        return self.keep({name: state.result()})[name]
-
-    def keep(self, manifests: dict[str, Manifest]) -> dict[str, Manifest]:
-        self.manifests |= manifests
-        if self.until in manifests:
-            raise UntilReached(self.until)
-        return manifests
-
-    def __enter__(self) -> "Stages":
-        return self
-
-    def __exit__(self, kind, error, traceback) -> bool:
-        return kind is UntilReached
+def stage_arguments(row: Stage, config: PipelineConfig, workdir: Path, manifests: dict[str, Manifest]) -> tuple:
+    """The stage table's calling convention: upstream manifests, own section, workdir, then named sections."""
+    upstream = (dict(manifests),) if row.inputs == ALL else tuple(manifests[name] for name in row.inputs)
+    own = (getattr(config, row.name),) if row.config is not None else ()
+    sections = {name: config.model_dump(mode="json") if name == RECIPE else getattr(config, name)
+                for name in row.sections}
+    return (*upstream, *own, workdir, sections)
 
 
 def forced_from(stage: str | None) -> set[str]:
     """`--force clean` rebuilds clean (its signals step too) and everything after it."""
-    forced = set(STAGES[STAGES.index(stage):]) if stage else set()
+    forced = set(stages_from(stage))
     return forced | {"clean_signals"} if "clean" in forced else forced
 
 
-def as_stage(name: str, task_fn: Task) -> Task:
-    """`task_fn` as the pipeline runs it: its run named `<stage> <fingerprint>`, its counts and stats filed as a
-    table artifact, and a reused output ending the run in a Completed state named Cached, as the UI shows
-    Prefect's own cache hits, instead of a plain Completed."""
+def as_task(row: Stage):
+    """The stage function as the pipeline runs it: a Prefect task with the table's retries, its run named
+    `<stage> <fingerprint>`, its logs and training progress in the run, its counts and stats filed as a table
+    artifact, and a reused output ending the run in a Completed state named Cached, as the UI shows Prefect's
+    own cache hits, instead of a plain Completed."""
 
-    @functools.wraps(task_fn.fn)
     def run_stage_task(*args) -> Manifest | State:
-        manifest = task_fn.fn(*args)
+        *positional, sections = args
+        with forwarded_logs(), reporting(progress_artifacts()):
+            manifest = row.load()(*positional, **sections)
         # The fingerprint is known only once the stage has hashed its config and inputs, after Prefect created
         # and named the run (a `task_run_name` callable sees only the parameters). Prefect records a task run
         # from the state events its engine sends, each carrying this run object: renaming it here lands with
         # the final state. (`client.set_task_run_name` would race with those events and can lose.)
-        TaskRunContext.get().task_run.name = f"{name} {manifest.fingerprint}"
-        create_table_artifact(key=f"tokenmill-{name}-stats", table=stat_rows(manifest),
-                              description=f"{name} {manifest.fingerprint}: {'cached' if manifest.cached else 'ran'}")
+        TaskRunContext.get().task_run.name = f"{row.name} {manifest.fingerprint}"
+        file_artifacts(row.name, manifest, positional)
         if manifest.cached:
             return Completed(name="Cached", data=manifest, message=f"reused {manifest.path}")
         return manifest
 
-    return task(run_stage_task, name=task_fn.name, retries=task_fn.retries,
-                retry_delay_seconds=task_fn.retry_delay_seconds, task_run_name=name)
+    run_stage_task.__name__ = row.name
+    return task(run_stage_task, name=row.name, retries=row.retries, task_run_name=row.name)
+
+
+def file_artifacts(name: str, manifest: Manifest, positional: list) -> None:
+    create_table_artifact(key=f"tokenmill-{name}-stats", table=stat_rows(manifest),
+                          description=f"{name} {manifest.fingerprint}: {'cached' if manifest.cached else 'ran'}")
+    if "report" not in manifest.files:
+        return
+    metrics = json.loads(manifest.file("metrics").read_text())
+    create_markdown_artifact(key="tokenmill-report", markdown=headline_markdown(metrics, manifest.file("report")),
+                             description="tokenmill evaluation headline")
+    upstream = next((arg for arg in positional if isinstance(arg, dict)), {})
+    create_table_artifact(key="tokenmill-stage-stats", table=stage_table(upstream | {name: manifest}),
+                          description="every stage of the run")
+    create_link_artifact(key="tokenmill-report-html", link=manifest.file("report").resolve().as_uri(),
+                         link_text="report.html", description="the full evaluation report")
+
+
+class _ToRunLog(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        get_run_logger().log(record.levelno, "%s", record.getMessage())
+
+
+@contextmanager
+def forwarded_logs() -> Iterator[None]:
+    """What stages and the Ray map log (loggers `tasks.*`, `infra.*`) lands in the task run's log, once: the run
+    logger prints it to the console too, so the records stop there instead of also reaching the root logger."""
+    handler, loggers = _ToRunLog(logging.INFO), [logging.getLogger("tasks"), logging.getLogger("infra")]
+    saved = [(logger.level, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, (level, propagate) in zip(loggers, saved):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+
+def progress_artifacts():
+    """A progress callback that keeps one Prefect progress artifact per key up to date."""
+    artifact_ids: dict[str, object] = {}
+
+    def on_progress(key: str, fraction: float, description: str) -> None:
+        if key not in artifact_ids:
+            artifact_ids[key] = create_progress_artifact(100.0 * fraction, description=description)
+        else:
+            update_progress_artifact(artifact_ids[key], 100.0 * fraction)
+
+    return on_progress
 
 
 def stat_rows(manifest: Manifest) -> list[dict]:

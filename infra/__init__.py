@@ -1,1 +1,1 @@
-"""How and where things run: Ray start/connect and DeepSpeed launch commands. Imports nothing of ours."""
+"""How and where things run: the stage runner, per-unit caches, Ray start/connect and maps, DeepSpeed launch, atomic files."""

@@ -1,4 +1,4 @@
 """Plain PyTorch: the model, token datasets, the DeepSpeed training entry point, evaluation.
 
-Never imports prefect or ray: `deepspeed model/train.py spec.json` runs on its own.
+Never imports prefect or ray: `deepspeed model/trainer.py spec.json` runs on its own.
 """

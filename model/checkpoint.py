@@ -8,7 +8,6 @@ atomically. A tag without `complete.json` is never resumed from.
 """
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -16,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from infra.files import atomic_write_text
 
 COMPLETE = "complete.json"
 LATEST = "latest_complete"
@@ -27,9 +28,7 @@ def tag_for(step: int) -> str:
 
 def mark_complete(folder: Path, tag: str, step: int) -> None:
     (folder / tag / COMPLETE).write_text(json.dumps({"step": step}))
-    tmp = folder / f".{LATEST}.tmp"
-    tmp.write_text(tag)
-    os.replace(tmp, folder / LATEST)  # atomic: readers see the old tag or the new, never half
+    atomic_write_text(folder / LATEST, tag)  # readers see the old tag or the new, never half
 
 
 def complete_tags(folder: Path) -> list[str]:

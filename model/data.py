@@ -1,45 +1,16 @@
-"""Token datasets the trainer reads: memory-mapped Arrow files written by the data stages.
-
-LM blocks: one column `tokens`, fixed_size_list<uint16|uint32>[seq_len + 1].
-Labelled sets: `tokens` (fixed-size, padded), `length`, `label`.
-SFT pairs: `tokens` (prompt + response + EOS, padded to seq_len + 1), `prompt_length`, `length`.
-Files are Arrow IPC streams, the format `datasets.Dataset.from_file` memory-maps too.
-"""
+"""Batches the trainer reads from token files (their format: `infra/token_files.py`): data order and tensors."""
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 
-
-def read_fixed_tokens(path: Path | str) -> list[np.ndarray]:
-    """Zero-copy views (one per record batch) of a fixed-size token column: each (rows, width)."""
-    views = []
-    for batch in pa.ipc.open_stream(pa.memory_map(str(path), "r")):
-        column = batch.column("tokens")
-        width = column.type.list_size
-        flat = column.values.to_numpy(zero_copy_only=True)
-        views.append(flat.reshape(-1, width))
-    return views
-
-
-class TokenArrays:
-    """Row access across the record batches of a memory-mapped Arrow file."""
-
-    def __init__(self, path: Path | str, extra_columns: tuple[str, ...] = ()):
-        self.parts = read_fixed_tokens(path)
-        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
-        table = pa.ipc.open_stream(pa.memory_map(str(path), "r")).read_all() if extra_columns else None
-        self.extra = {name: table.column(name).to_numpy() for name in extra_columns} if table else {}
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def rows(self, indices: np.ndarray) -> np.ndarray:
-        part = np.searchsorted(self.offsets, indices, side="right") - 1
-        return np.stack([self.parts[p][i - self.offsets[p]] for p, i in zip(part, indices)])
+from infra.token_files import (  # noqa: F401 - re-exported
+    TokenArrays,
+    TokenRowWriter,
+    read_fixed_tokens,
+    token_dtype,
+)
 
 
 def epoch_order(num_rows: int, seed: int, epoch: int) -> np.ndarray:
@@ -94,32 +65,3 @@ def sft_targets(rows: torch.Tensor, prompt_lengths: torch.Tensor, lengths: torch
     keep = (predicted >= prompt_lengths[:, None]) & (predicted < lengths[:, None])
     y[~keep] = IGNORE_INDEX
     return x, y
-
-
-def token_dtype(vocab_size: int) -> pa.DataType:
-    return pa.uint16() if vocab_size <= 2**16 else pa.uint32()
-
-
-class TokenRowWriter:
-    """Writes fixed-width token rows (plus optional int columns) as an Arrow IPC stream, batch by batch."""
-
-    def __init__(self, path: Path, width: int, vocab_size: int, extra_columns: tuple[str, ...] = ()):
-        self.dtype = token_dtype(vocab_size)
-        fields = [pa.field("tokens", pa.list_(self.dtype, width))] + [pa.field(c, pa.int64()) for c in extra_columns]
-        self.schema = pa.schema(fields)
-        self.width, self.num_rows = width, 0
-        self.sink = pa.OSFile(str(path), "wb")
-        self.writer = pa.ipc.new_stream(self.sink, self.schema)
-
-    def write(self, rows: np.ndarray, **extra: np.ndarray) -> None:
-        if len(rows) == 0:
-            return
-        flat = pa.array(rows.reshape(-1).astype(self.dtype.to_pandas_dtype()), type=self.dtype)
-        columns = [pa.FixedSizeListArray.from_arrays(flat, self.width)]
-        columns += [pa.array(extra[f.name], pa.int64()) for f in list(self.schema)[1:]]
-        self.writer.write_batch(pa.record_batch(columns, schema=self.schema))
-        self.num_rows += len(rows)
-
-    def close(self) -> None:
-        self.writer.close()
-        self.sink.close()

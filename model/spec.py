@@ -1,4 +1,4 @@
-"""The training spec: everything one `deepspeed model/train.py spec.json` run needs.
+"""The training spec: everything one `deepspeed model/trainer.py spec.json` run needs.
 
 Plain dataclasses (validated at the CLI/flow boundary by pydantic; here we only
 round-trip JSON), so that model/ stays free of prefect and ray.

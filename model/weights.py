@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from infra.files import atomic_write, atomic_write_text
 from model.gpt import GPT, GPTClassifier, GPTConfig
 
 TIED_KEYS = ("lm_head.weight", "backbone.lm_head.weight")
@@ -15,10 +16,8 @@ def save_weights(state: dict[str, torch.Tensor], path: Path, model_cfg: GPTConfi
     # safetensors refuses shared storage: a tied lm_head is rebuilt from the embedding on load
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items() if not (model_cfg.tie_embeddings and k in TIED_KEYS)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    save_file(tensors, str(tmp))
-    tmp.replace(path)
-    path.with_name("model_config.json").write_text(json.dumps(model_cfg.to_dict(), indent=2))
+    atomic_write(path, lambda partial: save_file(tensors, str(partial)))
+    atomic_write_text(path.with_name("model_config.json"), json.dumps(model_cfg.to_dict(), indent=2))
 
 
 def load_into(module: torch.nn.Module, path: Path) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU throughput: the 124M model in bf16 on one GPU, a few hundred steps, our DeepSpeed loop
 # beside a plain PyTorch loop; prints tokens/s and MFU (peak bf16 FLOPs per GPU from
-# model/train.py's table; H100 SXM = 989 TFLOPS). Target: MFU >= 40 % on an H100.
+# model/trainer.py's table; H100 SXM = 989 TFLOPS). Target: MFU >= 40 % on an H100.
 #
 #   bash scripts/bench_gpu.sh                 # defaults below
 #   STEPS=500 MICRO_BATCH=32 bash scripts/bench_gpu.sh

@@ -24,11 +24,11 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from infra.ray_runtime import ensure_ray  # noqa: E402
-from tasks.clean import CleanConfig, clean  # noqa: E402
-from tasks.dedup import DedupConfig, dedup  # noqa: E402
-from tasks.ingest import IngestConfig, ingest  # noqa: E402
-from tasks.pack import PackConfig, tokenize_and_pack  # noqa: E402
-from tasks.tokenizer import TokenizerConfig, train_tokenizer  # noqa: E402
+from tasks.data.clean import CleanConfig, clean  # noqa: E402
+from tasks.data.dedup import DedupConfig, dedup  # noqa: E402
+from tasks.data.ingest import IngestConfig, ingest  # noqa: E402
+from tasks.data.pack import PackConfig, tokenize_and_pack  # noqa: E402
+from tasks.data.tokenizer import TokenizerConfig, train_tokenizer  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "corpus.parquet"
 

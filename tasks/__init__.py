@@ -1,1 +1,1 @@
-"""Pipeline stages: pure functions first, a thin Prefect task last, run by the content-addressed stage runner."""
+"""Pipeline stages as plain functions, one wing per role (data, train, eval, bench), listed in stages.py. No Prefect here."""

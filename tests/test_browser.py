@@ -18,8 +18,15 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowFilter, FlowFilterName,
-                                            FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter)
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+    TaskRunFilter,
+)
 from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from typer.testing import CliRunner
@@ -31,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-REPORT_KEY = "tokenmill-report"  # the markdown headline the evaluate stage files (tasks/evaluate.py)
+REPORT_KEY = "tokenmill-report"  # the markdown headline the evaluate stage files (tasks/eval/evaluate.py)
 PAGE_TIMEOUT_MS = 60_000  # generous for a loaded 2-core machine, bounded so that a broken page cannot hang the suite
 PIPELINE_TIMEOUT_S = 900
 DOCS_IMG = REPO / "docs" / "img"

@@ -83,8 +83,14 @@ def test_prefect_recorded_the_run_and_its_artifacts(tiny_run, ray_local):
     import asyncio
 
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterKey, FlowFilter, FlowFilterName,
-                                                FlowRunFilter, TaskRunFilter)
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterKey,
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        TaskRunFilter,
+    )
     from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 
     keys = ["tokenmill-report", "tokenmill-stage-stats", "tokenmill-report-html"]

@@ -13,14 +13,20 @@ from typer.testing import CliRunner
 import model
 from flows.cli import app, option_overrides
 from flows.config import ConfigError, load_config
-from infra.launch import LaunchFailed, deepspeed_command, launch_env, read_hostfile, run_streaming
+from infra.launch import (
+    LaunchFailed,
+    deepspeed_command,
+    launch_env,
+    read_hostfile,
+    run_streaming,
+)
 from model.data import TokenRowWriter
 from model.gpt import GPTConfig
 from model.spec import TrainConfig, TrainSpec
 from tests.conftest import REPO
 
 EXAMPLE = Path("infra/deepspeed/hostfile.example")
-TRAIN_SCRIPT = Path(model.__file__).parent / "train.py"
+TRAIN_SCRIPT = Path(model.__file__).parent / "trainer.py"
 
 
 def write_counting_rows(path: Path, num_rows: int, seed: int) -> None:

@@ -10,9 +10,9 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
-from model.export import export_hf
 from model.gpt import GPT, GPTConfig
-from tasks.tokenizer import EOS, PAD, TokenizerConfig, save_tokenizer, train_bpe
+from model.hf import export_hf
+from tasks.data.tokenizer import EOS, PAD, TokenizerConfig, save_tokenizer, train_bpe
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_DIR = REPO / "configs" / "lm_eval"

@@ -6,7 +6,6 @@ Ray's own tests build clusters. Which node ran each task comes from the task eve
 public state API (`ray.util.state`) reads them through the dashboard, which `ray[data]` does not install.
 """
 
-import os
 import time
 from collections import Counter
 from pathlib import Path

@@ -8,16 +8,21 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterParentFlowRunId
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+)
 from prefect.client.schemas.sorting import FlowRunSort, TaskRunSort
+from typer.testing import CliRunner
 
 from flows import cli
 from flows.cli import app
 from flows.deploy import headline_of, scope
 from infra.launch import free_port
+from tasks.stages import stage_names
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")
@@ -33,7 +38,7 @@ def stage_status(output: str) -> dict[str, str]:
     status = {}
     for line in output.splitlines():
         cells = [c.strip() for c in line.split("│") if c.strip()]
-        if len(cells) >= 2 and cells[0] in cli.STAGE_NAMES and cells[1] in ("ran", "cached"):
+        if len(cells) >= 2 and cells[0] in stage_names() and cells[1] in ("ran", "cached"):
             status[cells[0]] = cells[1]
     return status
 

@@ -12,8 +12,13 @@ from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (ArtifactFilter, FlowRunFilter, FlowRunFilterId,
-                                            FlowRunFilterParentFlowRunId, TaskRunFilter)
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterParentFlowRunId,
+    TaskRunFilter,
+)
 from prefect.client.schemas.sorting import ArtifactSort, DeploymentSort
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings

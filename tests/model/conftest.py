@@ -13,7 +13,7 @@ from model.data import TokenRowWriter
 from model.spec import TrainSpec
 
 REPO = Path(__file__).resolve().parents[2]
-TRAIN_SCRIPT = Path(model.__file__).parent / "train.py"
+TRAIN_SCRIPT = Path(model.__file__).parent / "trainer.py"
 VOCAB = 256
 
 

@@ -5,9 +5,9 @@ import torch
 import transformers
 from tokenizers import Tokenizer
 
-from model.export import export_hf
 from model.gpt import GPT, GPTConfig
-from tasks.tokenizer import EOS, PAD, TokenizerConfig, save_tokenizer, train_bpe
+from model.hf import export_hf
+from tasks.data.tokenizer import EOS, PAD, TokenizerConfig, save_tokenizer, train_bpe
 
 TEXT = open(__file__.replace("tests/model/test_export.py", "data/tiny/chapter_1.txt"), encoding="utf-8").read()
 

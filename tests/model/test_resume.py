@@ -7,7 +7,13 @@ import time
 from pathlib import Path
 
 from infra.launch import deepspeed_command, launch_env
-from model.checkpoint import COMPLETE, complete_tags, latest_complete, mark_complete, prune
+from model.checkpoint import (
+    COMPLETE,
+    complete_tags,
+    latest_complete,
+    mark_complete,
+    prune,
+)
 from model.gpt import GPTConfig
 from model.spec import TrainConfig, TrainSpec
 from tests.model.conftest import TRAIN_SCRIPT, VOCAB, launch, metrics

@@ -1,4 +1,4 @@
-"""`deepspeed model/train.py spec.json` on its own: 2 CPU ranks over gloo, no Prefect, no Ray."""
+"""`deepspeed model/trainer.py spec.json` on its own: 2 CPU ranks over gloo, no Prefect, no Ray."""
 
 import json
 from pathlib import Path
@@ -13,7 +13,7 @@ from model.gpt import GPTConfig
 from model.spec import TrainConfig, TrainSpec
 from model.weights import load_gpt
 
-TRAIN_SCRIPT = Path(model.__file__).parent / "train.py"
+TRAIN_SCRIPT = Path(model.__file__).parent / "trainer.py"
 
 
 def counting_rows(n: int, width: int, seed: int) -> np.ndarray:

@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.config import ConfigError, load_config
-from tasks.clean import CleanConfig, filter_shard, measure_shard
-from tasks.finetune import FinetuneConfig, prepare_labelled, read_labelled
-from tasks.ingest import IngestConfig, ingest_unit, list_input_files, plan_units
-from tasks.shards import rejected_rows, shard_paths
+from tasks.data.clean import CleanConfig, filter_shard, measure_shard
+from tasks.data.ingest import IngestConfig, ingest_unit, list_input_files, plan_units
+from tasks.data.shards import rejected_rows, shard_paths
+from tasks.train.finetune import FinetuneConfig, prepare_labelled, read_labelled
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -132,7 +132,7 @@ def test_a_bad_csv_row_names_the_file_and_line(tmp_path):
 HUGE_INGEST = """
 import resource, sys
 from pathlib import Path
-from tasks.ingest import IngestConfig, ingest_unit, list_input_files, plan_units
+from tasks.data.ingest import IngestConfig, ingest_unit, list_input_files, plan_units
 folder = Path(sys.argv[1])
 cfg = IngestConfig(paths=[folder / "in"])
 (unit,) = plan_units(list_input_files(cfg.paths), cfg)
@@ -172,15 +172,15 @@ def test_a_document_over_max_chars_is_rejected_as_too_long(tmp_path):
 
 
 def test_a_document_over_max_chars_is_not_measured(tmp_path, monkeypatch):
-    import tasks.clean
+    import tasks.data.clean
 
     def refuse_long(text, *args):
         if len(text) > cfg.max_chars:
             raise AssertionError(f"measured a document of {len(text)} characters")
         return real(text, *args)
 
-    real, cfg = tasks.clean.quality_signals, CleanConfig(max_chars=100_000)
-    monkeypatch.setattr(tasks.clean, "quality_signals", refuse_long)
+    real, cfg = tasks.data.clean.quality_signals, CleanConfig(max_chars=100_000)
+    monkeypatch.setattr(tasks.data.clean, "quality_signals", refuse_long)
     pq.write_table(pa.Table.from_pylist([{"id": "big", "text": "The whale swam on. " * 6000, "source": "t"}]),
                    tmp_path / "s.parquet")
     measure_shard((0, str(tmp_path / "s.parquet")), str(tmp_path), cfg)

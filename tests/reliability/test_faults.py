@@ -15,13 +15,26 @@ import pyarrow.parquet as pq
 import pytest
 import ray.cloudpickle
 
-from tasks.clean import CleanConfig, measure_shard
-from tasks.parallel import map_shards
-from tasks.shards import shard_paths
-from tasks.stage import run_stage
-from tests.reliability.pipeline_runs import (DATA_STAGES, MANIFEST, REPO, assert_documents_conserved, content_hashes,
-                                             finish, finished_outputs, ids, kill_tree, run_to_end, stage_status,
-                                             start_run, the_output, wait_for)
+from infra.ray_map import map_shards
+from infra.stage import run_stage
+from tasks.data.clean import CleanConfig, measure_shard
+from tasks.data.shards import shard_paths
+from tests.reliability.pipeline_runs import (
+    DATA_STAGES,
+    MANIFEST,
+    REPO,
+    assert_documents_conserved,
+    content_hashes,
+    finish,
+    finished_outputs,
+    ids,
+    kill_tree,
+    run_to_end,
+    stage_status,
+    start_run,
+    the_output,
+    wait_for,
+)
 
 # Where to watch for a stage being under way: its Ray units being written (ingest, pack), or its folder appearing
 # (clean's first step is clean_signals). Clean and dedup take a fraction of a second on the tiny corpus.

@@ -4,14 +4,21 @@ idempotent and that cleaning, scrubbing and the quality signals never raise on a
 
 import json
 
-import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tasks.clean import CleanConfig, clean_document, repair
-from tasks.pii import PiiConfig, scrub_pii
-from tasks.readers import (InputFile, ReadOptions, binary_kind, decode_bytes, looks_like_mail, read_whole_file,
-                           valid_unicode, _jsonl_record)
+from tasks.data.clean import CleanConfig, clean_document, repair
+from tasks.data.pii import PiiConfig, scrub_pii
+from tasks.data.readers import (
+    InputFile,
+    ReadOptions,
+    _jsonl_record,
+    binary_kind,
+    decode_bytes,
+    looks_like_mail,
+    read_whole_file,
+    valid_unicode,
+)
 
 CFG = CleanConfig()
 OPTIONS = ReadOptions()

@@ -15,8 +15,14 @@ from pydantic import BaseModel
 
 from flows.config import ConfigError, PipelineConfig, load_config, unwritable
 from infra.launch import free_port
-from tasks.ingest import InputPath
-from tests.reliability.pipeline_runs import DATA_STAGES, REPO, TOKENMILL, manifest, the_output
+from tasks.data.ingest import InputPath
+from tests.reliability.pipeline_runs import (
+    DATA_STAGES,
+    REPO,
+    TOKENMILL,
+    manifest,
+    the_output,
+)
 
 SOURCE_FOLDERS = ["flows", "tasks", "model", "infra", "scripts"]
 # every path a recipe names; all are read, none written, except the work directory every output goes under
@@ -80,7 +86,7 @@ def test_no_pickle_and_no_unsafe_deserialisation_in_the_source(sources):
 
 def test_weights_and_exports_are_safetensors(sources):
     save_calls = {str(path) for path, tree in sources.items() for name, _ in calls(tree) if name == "save_file"}
-    assert save_calls == {"model/weights.py", "model/export.py"}  # safetensors.torch.save_file, nowhere else
+    assert save_calls == {"model/weights.py", "model/hf.py"}  # safetensors.torch.save_file, nowhere else
     stages = ("train", "finetune", "sft", "export")
     stage_files = "\n".join((REPO / "tasks" / f"{name}.py").read_text() for name in stages)
     assert stage_files.count('"weights": "model.safetensors"') == 4
@@ -93,8 +99,9 @@ def test_weights_and_exports_are_safetensors(sources):
 def test_a_non_loopback_bind_without_auth_is_refused():
     """tests/test_server.py::test_non_loopback_bind_without_auth_is_refused runs `server start --host 0.0.0.0`;
     here the rule itself, for the forms an address takes."""
-    from flows.server import check_start_options
     import typer
+
+    from flows.server import check_start_options
 
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_API_AUTH_STRING"}
     for host in ("0.0.0.0", "::", "192.168.1.7", "my-host.example.org"):
@@ -134,7 +141,9 @@ def test_ray_runs_without_a_dashboard_and_with_token_auth(ray_local):
     import ray
 
     try:
-        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+        from ray._private.authentication.authentication_utils import (
+            is_token_auth_enabled,
+        )
     except ImportError:
         pytest.skip("this Ray has no token authentication")
     ours = {os.getpid()} | {p.pid for p in psutil.Process().children(recursive=True)}

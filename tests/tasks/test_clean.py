@@ -6,13 +6,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tasks.clean as clean_module
-import tasks.shard_cache as shard_cache
-from tasks.clean import (SIGNAL_SCHEMA, CleanConfig, clean, clean_document, filter_by_thresholds, filter_shard,
-                         first_failure, measure_shard, normalize_whitespace, repair, signal_settings)
-from tasks.langid import LanguageConfig, detect_language
-from tasks.quality import C4Config, GopherQualityConfig
-from tasks.stage import Manifest
+import infra.shard_cache as shard_cache
+import tasks.data.clean as clean_module
+from infra.stage import Manifest
+from tasks.data.clean import (
+    SIGNAL_SCHEMA,
+    CleanConfig,
+    clean,
+    clean_document,
+    filter_by_thresholds,
+    filter_shard,
+    first_failure,
+    measure_shard,
+    normalize_whitespace,
+    repair,
+    signal_settings,
+)
+from tasks.data.langid import LanguageConfig, detect_language
+from tasks.data.quality import C4Config, GopherQualityConfig
 from tests.conftest import DATA, sotu_speeches
 
 CHAPTERS = {path.stem: path.read_text() for path in sorted((DATA / "tiny").glob("chapter_*.txt"))[:4]}
@@ -200,7 +211,7 @@ def test_cleaning_any_string_never_raises(text):
 def test_skipping_ftfy_on_plain_ascii_changes_nothing(text):
     import ftfy
 
-    from tasks.clean import ftfy_would_change, normalize_whitespace
+    from tasks.data.clean import ftfy_would_change, normalize_whitespace
 
     if not ftfy_would_change(text):
         fixed = ftfy.fix_text(text, uncurl_quotes=False, fix_latin_ligatures=False, fix_character_width=False)

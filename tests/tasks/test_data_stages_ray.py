@@ -8,12 +8,12 @@ import pytest
 from tokenizers import Tokenizer
 
 from model.data import TokenArrays
-from tasks.clean import CleanConfig, clean
-from tasks.dedup import DedupConfig, dedup
-from tasks.ingest import IngestConfig, ingest
-from tasks.pack import PackConfig, tokenize_and_pack
-from tasks.shards import rejected_rows, shard_paths
-from tasks.tokenizer import EOS, TokenizerConfig, train_tokenizer
+from tasks.data.clean import CleanConfig, clean
+from tasks.data.dedup import DedupConfig, dedup
+from tasks.data.ingest import IngestConfig, ingest
+from tasks.data.pack import PackConfig, tokenize_and_pack
+from tasks.data.shards import rejected_rows, shard_paths
+from tasks.data.tokenizer import EOS, TokenizerConfig, train_tokenizer
 from tests.conftest import DATA
 
 

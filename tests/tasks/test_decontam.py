@@ -5,9 +5,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tasks.decontam import DecontaminateConfig, contaminated_by, finetune_test_texts, ngram_hashes, reference_index
-from tasks.dedup import DedupConfig, dedup
-from tasks.finetune import FinetuneConfig
+from tasks.data.decontam import (
+    DecontaminateConfig,
+    contaminated_by,
+    finetune_test_texts,
+    ngram_hashes,
+    reference_index,
+)
+from tasks.data.dedup import DedupConfig, dedup
+from tasks.train.finetune import FinetuneConfig
 from tests.tasks.test_dedup import corpus, write_shards
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,10 +4,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
-from tasks.dedup import DedupConfig, MinHashConfig, band_keys, choose_duplicates, dedup, exact_key, filter_shard
-from tasks.stage import Manifest
+from infra.stage import Manifest
+from tasks.data.dedup import (
+    DedupConfig,
+    MinHashConfig,
+    band_keys,
+    choose_duplicates,
+    dedup,
+    exact_key,
+    filter_shard,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,8 +7,15 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
-from tasks.ingest import IngestConfig, ingest, ingest_fingerprint, ingest_unit, list_input_files, plan_units
-from tasks.shards import rejected_rows, shard_paths
+from tasks.data.ingest import (
+    IngestConfig,
+    ingest,
+    ingest_fingerprint,
+    ingest_unit,
+    list_input_files,
+    plan_units,
+)
+from tasks.data.shards import rejected_rows, shard_paths
 from tests.tasks.test_readers import spam_sample
 
 

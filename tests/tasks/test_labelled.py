@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.finetune import FinetuneConfig, read_labelled, stratified_splits
+from tasks.train.finetune import FinetuneConfig, read_labelled, stratified_splits
 
 ROWS = [("Free entry! Text WIN to 80086", "spam"), ('He said "see you" at noon', "ham"), ("Call me later", "ham")]
 

@@ -1,12 +1,11 @@
 """PII scrubbing: addresses and phone numbers become placeholders; years, prices and versions stay."""
 
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.pii import PiiConfig, scrub_pii
+from tasks.data.pii import PiiConfig, scrub_pii
 from tests.conftest import SPAM_ASSASSIN
 
 MAILS = SPAM_ASSASSIN

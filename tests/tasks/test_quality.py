@@ -8,10 +8,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.quality import (DUP_NGRAM_SIZES, QUALITY_RULES, QUALITY_SIGNALS, C4Config, FineWebConfig,
-                           GopherQualityConfig, GopherRepetitionConfig, _ngram_ids, _word_arrays, c4_filter_lines,
-                           c4_signals, fineweb_signals, first_quality_failure, gopher_quality_signals,
-                           gopher_repetition_signals, quality_signals, words)
+from tasks.data.quality import (
+    DUP_NGRAM_SIZES,
+    QUALITY_RULES,
+    QUALITY_SIGNALS,
+    C4Config,
+    FineWebConfig,
+    GopherQualityConfig,
+    GopherRepetitionConfig,
+    _ngram_ids,
+    _word_arrays,
+    c4_filter_lines,
+    c4_signals,
+    fineweb_signals,
+    first_quality_failure,
+    gopher_quality_signals,
+    gopher_repetition_signals,
+    quality_signals,
+    words,
+)
 from tests.conftest import DATA, sotu_speeches
 
 CHAPTER_1 = (DATA / "tiny" / "chapter_1.txt").read_text()

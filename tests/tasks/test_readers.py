@@ -10,9 +10,18 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from tasks.ingest import list_input_files
-from tasks.readers import (BadFile, InputFile, ReadOptions, binary_kind, decode_bytes, file_kind, looks_like_mail,
-                           read_file, read_whole_file)
+from tasks.data.ingest import list_input_files
+from tasks.data.readers import (
+    BadFile,
+    InputFile,
+    ReadOptions,
+    binary_kind,
+    decode_bytes,
+    file_kind,
+    looks_like_mail,
+    read_file,
+    read_whole_file,
+)
 from tests.conftest import SPAM_ASSASSIN
 
 OPTIONS = ReadOptions()

@@ -1,7 +1,6 @@
 """Report tables: rows of different stages carry different counts; every column has a header and every cell its column."""
 
-from tasks.report import html_table, md_table
-
+from tasks.eval.report import html_table, md_table
 
 ROWS = [{"stage": "ingest", "kept": 3, "rejected by reason": {}},
         {"stage": "clean", "kept": 2, "pii_email": 1, "rejected by reason": {"too_short": 1}}]

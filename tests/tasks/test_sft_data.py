@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from tasks.sft import SFTConfig, encode_pairs, read_pairs
-from tasks.tokenizer import EOS, PAD, TokenizerConfig, train_bpe
+from tasks.data.tokenizer import EOS, PAD, TokenizerConfig, train_bpe
+from tasks.train.sft import SFTConfig, encode_pairs, read_pairs
 
 
 def test_malformed_lines_name_file_and_line(tmp_path):

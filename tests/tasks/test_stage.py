@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.stage import fingerprint, run_stage
+from infra.stage import fingerprint, run_stage
 
 
 def test_fingerprint_depends_on_config_inputs_and_version():

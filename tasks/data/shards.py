@@ -1,12 +1,12 @@
 """Shard files and per-shard stats: the units that Ray workers read and write."""
 
-import os
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from infra.files import atomic_write
 
 REJECTED_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()),
                              ("reason", pa.string()), ("detail", pa.string())])
@@ -14,9 +14,7 @@ REJECTED_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("sourc
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     """Write under a unique name, then rename: a reader never sees a half-written shard."""
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    pq.write_table(table, partial, compression="zstd")
-    os.replace(partial, path)
+    atomic_write(path, lambda partial: pq.write_table(table, partial, compression="zstd"))
 
 
 def rejected_table(rows: list[dict]) -> pa.Table:

@@ -16,23 +16,31 @@ import re
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import rensa
-from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.decontam import DecontaminateConfig, contaminated_by, finetune_test_texts, read_texts, reference_index
-from tasks.parallel import map_shards
-from tasks.shards import merge_stats, rejected_table, shard_paths, shard_stats, write_parquet_atomic
-from tasks.stage import Manifest, file_digest, fingerprint, run_stage
-
-if TYPE_CHECKING:  # the fine-tune module pulls in scikit-learn: Ray workers need not import it
-    from tasks.finetune import FinetuneConfig
+from infra.ray_map import map_shards
+from infra.stage import Manifest, file_digest, fingerprint, run_stage
+from tasks.data.decontam import (
+    DecontaminateConfig,
+    contaminated_by,
+    finetune_test_texts,
+    read_texts,
+    reference_index,
+)
+from tasks.data.labelled import LabelledData
+from tasks.data.shards import (
+    merge_stats,
+    rejected_table,
+    shard_paths,
+    shard_stats,
+    write_parquet_atomic,
+)
 
 VERSION = "3"
 _SPACE = re.compile(r"\s+")
@@ -166,7 +174,7 @@ def filter_shard(item: tuple[int, str], out_dir: str, duplicate_of: dict[str, tu
     return shard_stats(name, table.num_rows, kept.num_rows, Counter(r["reason"] for r in rejected))
 
 
-def test_texts(cfg: DecontaminateConfig, finetune_cfg: "FinetuneConfig | None" = None) -> list[tuple[str, str]]:
+def test_texts(cfg: DecontaminateConfig, finetune_cfg: LabelledData | None = None) -> list[tuple[str, str]]:
     """The texts pretraining must not contain: the fine-tune test split and the configured files."""
     if not cfg.enabled:
         return []
@@ -174,9 +182,9 @@ def test_texts(cfg: DecontaminateConfig, finetune_cfg: "FinetuneConfig | None" =
     return named + [t for path in cfg.paths for t in read_texts(path, cfg.text_column)]
 
 
-def dedup(cleaned: Manifest, cfg: DedupConfig, workdir: Path, finetune_cfg: "FinetuneConfig | None" = None) -> Manifest:
-    """`finetune_cfg` (the recipe's fine-tune settings) names the test split that decontamination protects."""
-    references = test_texts(cfg.decontaminate, finetune_cfg)
+def dedup(cleaned: Manifest, cfg: DedupConfig, workdir: Path, finetune: LabelledData | None = None) -> Manifest:
+    """`finetune` (the recipe's fine-tune settings) names the test split that decontamination protects."""
+    references = test_texts(cfg.decontaminate, finetune)
     reference_digest = hashlib.sha256("\x00".join(text for _, text in references).encode()).hexdigest()
     fp = fingerprint("dedup", VERSION, cfg.model_dump(mode="json"), [cleaned.fingerprint, reference_digest])
     cache_dir = workdir / "dedup" / ".signatures"
@@ -198,8 +206,3 @@ def dedup(cleaned: Manifest, cfg: DedupConfig, workdir: Path, finetune_cfg: "Fin
         return {"counts": counts, "stats": stats | {"test_texts": len(references), "test_ngrams": len(test_ngrams)}}
 
     return run_stage(workdir, "dedup", fp, build)
-
-
-@task(name="dedup", retries=1)
-def dedup_task(cleaned: Manifest, cfg: DedupConfig, workdir: Path, finetune_cfg: "FinetuneConfig | None" = None) -> Manifest:
-    return dedup(cleaned, cfg, workdir, finetune_cfg)

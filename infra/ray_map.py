@@ -1,8 +1,9 @@
 """Map a function over shards on Ray, one shard per unit of work, with a progress bar.
 
 What a shard function logs on its worker (through `logging`, under the `tasks` loggers) comes
-back with its result and is replayed into the Prefect run's log, with the node and process
-that did the work, so that worker-side messages show in the UI beside the stage's own.
+back with its result and is replayed into this module's logger on the driver, with the node and
+process that did the work; the flow forwards that logger to the Prefect run's log, so worker-side
+messages show in the UI beside the stage's own.
 """
 
 import logging
@@ -19,6 +20,7 @@ from infra.ray_runtime import ensure_ray
 # Ray may re-run a task whose worker died: every shard function writes its output
 # under a fresh name and renames it into place, so a retry is always safe.
 SHARD_RETRIES = 3
+log = logging.getLogger(__name__)
 
 
 class _Collect(logging.Handler):
@@ -45,17 +47,7 @@ def run_logged(fn: Callable, item: Any, **shared: Any) -> tuple[Any, dict]:
     return result, where
 
 
-def run_logger() -> logging.Logger | logging.LoggerAdapter:
-    """The Prefect run's logger inside a flow or task run; a plain logger elsewhere (unit tests, benchmarks)."""
-    from prefect.context import FlowRunContext, TaskRunContext
-    from prefect.logging import get_run_logger
-
-    if TaskRunContext.get() or FlowRunContext.get():
-        return get_run_logger()
-    return logging.getLogger("tokenmill")
-
-
-def replay(description: str, item_name: str, where: dict, log) -> None:
+def replay(description: str, item_name: str, where: dict) -> None:
     for level, line in where["logs"]:
         log.log(level, f"[{description} {item_name} on node {where['node']} pid {where['pid']}] {line}")
     log.debug(f"{description} {item_name}: {where['seconds']:.2f} s on node {where['node']} pid {where['pid']}")
@@ -69,7 +61,6 @@ def map_shards(fn: Callable, items: Sequence[Any], description: str, **shared: A
     pending = {remote_fn.remote(fn, item, **shared_refs): i for i, item in enumerate(items)}
     results: list[Any] = [None] * len(items)
     nodes: set[str] = set()
-    log = run_logger()
     with Progress(transient=True) as progress:
         bar = progress.add_task(description, total=len(items))
         waiting = list(pending)
@@ -78,7 +69,7 @@ def map_shards(fn: Callable, items: Sequence[Any], description: str, **shared: A
             index = pending[done[0]]
             results[index], where = ray.get(done[0])
             nodes.add(where["node"])
-            replay(description, f"#{index}", where, log)
+            replay(description, f"#{index}", where)
             progress.advance(bar)
     if items:
         log.info(f"{description}: {len(items)} units on {len(nodes)} Ray node(s)")

@@ -2,13 +2,12 @@
 
 from pathlib import Path
 
-from prefect import task
 from tokenizers import Tokenizer
 
-from model.export import export_hf
+from infra.stage import Manifest, fingerprint, run_stage
+from model.hf import export_hf
 from model.weights import load_gpt
-from tasks.stage import Manifest, fingerprint, run_stage
-from tasks.tokenizer import EOS, PAD
+from tasks.data.tokenizer import EOS, PAD
 
 VERSION = "1"
 
@@ -22,8 +21,3 @@ def export(pretrained: Manifest, tokenizer: Manifest, workdir: Path) -> Manifest
         return {"files": {"config": "config.json", "weights": "model.safetensors"}}
 
     return run_stage(workdir, "export", fp, build)
-
-
-@task(name="export-hf", retries=1)
-def export_task(pretrained: Manifest, tokenizer: Manifest, workdir: Path) -> Manifest:
-    return export(pretrained, tokenizer, workdir)

@@ -8,18 +8,15 @@ trainer reads inputs [:-1] and targets [1:].
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
-from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
-from tokenizers import Tokenizer
 
-from model.data import TokenRowWriter
-from tasks.parallel import map_with_actors
-from tasks.shard_cache import is_complete, link_all
-from tasks.shards import shard_paths
-from tasks.stage import Manifest, file_digest, fingerprint, run_stage
-from tasks.tokenize_shard import SPLITS, ShardTokenizer, is_validation  # noqa: F401 - is_validation: sft
-from tasks.tokenizer import EOS
+from infra.ray_map import map_with_actors
+from infra.shard_cache import is_complete, link_all
+from infra.stage import Manifest, file_digest, fingerprint, run_stage
+from infra.token_files import TokenRowWriter
+from tasks.data.shards import shard_paths
+from tasks.data.tokenize_shard import SPLITS, ShardTokenizer, is_validation  # noqa: F401 - is_validation: sft
+from tasks.data.tokenizer import EOS
 
 VERSION = "1"
 
@@ -76,8 +73,3 @@ def tokenize_and_pack(deduped: Manifest, tokenizer: Manifest, cfg: PackConfig, w
                 "files": {split: f"{split}.arrow" for split in SPLITS}}
 
     return run_stage(workdir, "pack", fp, build)
-
-
-@task(name="tokenize-and-pack", retries=1)
-def pack_task(deduped: Manifest, tokenizer: Manifest, cfg: PackConfig, workdir: Path) -> Manifest:
-    return tokenize_and_pack(deduped, tokenizer, cfg, workdir)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks.parallel import map_shards
+from infra.ray_map import map_shards
 
 STATS = "stats.json"
 

@@ -1,20 +1,20 @@
 """The tokenize actor of the pack stage: one shard of documents -> train and validation token streams.
 
 A module of its own so that each Ray actor imports numpy, pyarrow and tokenizers only: importing
-tasks.pack would also import Prefect and torch, about 3 s per actor, longer than tokenizing the
+tasks.data.pack would also import Prefect and torch, about 3 s per actor, longer than tokenizing the
 bundled corpus takes.
 """
 
 import hashlib
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
-from tasks.shard_cache import build_unit
+from infra.files import atomic_write
+from infra.shard_cache import build_unit
 
 SPLITS = ("train", "val")
 
@@ -25,9 +25,7 @@ def is_validation(doc_id: str, val_fraction: float) -> bool:
 
 
 def save_npy_atomic(array: np.ndarray, path: Path) -> None:
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial.npy")
-    np.save(partial, array)
-    os.replace(partial, path)
+    atomic_write(path, lambda partial: np.save(partial, array))
 
 
 class ShardTokenizer:

@@ -18,12 +18,13 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 import model
+from infra.files import read_jsonl
 from infra.launch import deepspeed_command, gpu_count, launch_env, run_streaming
 from model.data import TokenArrays, TokenRowWriter, lm_batch, rank_batches
 from model.engine import lr_lambda, param_groups, resolved_precision
 from model.gpt import GPT, MODEL_SIZES, GPTConfig
 from model.spec import TrainConfig, TrainSpec
-from model.train import Throughput
+from model.trainer import Throughput
 
 
 class BenchTrainConfig(BaseModel):
@@ -87,15 +88,15 @@ def plain_pytorch(gpt_cfg: GPTConfig, train: TrainConfig, train_path: Path) -> l
 
 
 def deepspeed_loop(gpt_cfg: GPTConfig, train: TrainConfig, paths: tuple[Path, Path], folder: Path) -> list[float]:
-    """Our loop, as the pipeline runs it: model/train.py under the deepspeed launcher, 1 process."""
+    """Our loop, as the pipeline runs it: model/trainer.py under the deepspeed launcher, 1 process."""
     spec = TrainSpec(objective="lm", model=gpt_cfg, train=train, train_data=str(paths[0]), val_data=str(paths[1]),
                      out_dir=str(folder / "deepspeed"))
     spec_path = folder / "spec.json"
     spec.save(spec_path)
-    cmd = deepspeed_command(Path(model.__file__).parent / "train.py", [str(spec_path)], 1)
+    cmd = deepspeed_command(Path(model.__file__).parent / "trainer.py", [str(spec_path)], 1)
     lines: list[str] = []
     run_streaming(cmd, launch_env(1, gpu_count() > 0), lines.append, cwd=folder)
-    records = [json.loads(line) for line in (folder / "deepspeed" / "metrics.jsonl").read_text().splitlines()]
+    records = read_jsonl(folder / "deepspeed" / "metrics.jsonl")
     return [r["tokens_per_s"] for r in records if r["split"] == "train"]
 
 

@@ -19,17 +19,33 @@ import ftfy
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.langid import LanguageConfig, detect_language, language_failure
-from tasks.pii import PII_KINDS, PiiConfig, scrub_pii
-from tasks.quality import (QUALITY_RULES, QUALITY_SIGNALS, C4Config, FineWebConfig, GopherQualityConfig,
-                           GopherRepetitionConfig, above, below, c4_filter_lines, c4_signals, first_quality_failure,
-                           quality_signals)
-from tasks.shard_cache import cached_map
-from tasks.shards import merge_stats, rejected_table, shard_paths, shard_stats, write_parquet_atomic
-from tasks.stage import Manifest, file_digest, fingerprint, run_stage
+from infra.shard_cache import cached_map
+from infra.stage import Manifest, file_digest, fingerprint, run_stage
+from tasks.data.langid import LanguageConfig, detect_language, language_failure
+from tasks.data.pii import PII_KINDS, PiiConfig, scrub_pii
+from tasks.data.quality import (
+    QUALITY_RULES,
+    QUALITY_SIGNALS,
+    C4Config,
+    FineWebConfig,
+    GopherQualityConfig,
+    GopherRepetitionConfig,
+    above,
+    below,
+    c4_filter_lines,
+    c4_signals,
+    first_quality_failure,
+    quality_signals,
+)
+from tasks.data.shards import (
+    merge_stats,
+    rejected_table,
+    shard_paths,
+    shard_stats,
+    write_parquet_atomic,
+)
 
 VERSION = "2"  # the filter step
 SIGNALS_VERSION = "1"  # the signals step: bump when a signal's definition changes
@@ -231,8 +247,3 @@ def clean(ingested: Manifest, cfg: CleanConfig, workdir: Path) -> Manifest:
     filtered = run_stage(workdir, "clean", fp, build)
     # the stage's time as the user sees it: measuring (0 when its output was reused) and filtering
     return filtered.model_copy(update={"seconds": signals.seconds + filtered.seconds})
-
-
-@task(name="clean", retries=1)
-def clean_task(ingested: Manifest, cfg: CleanConfig, workdir: Path) -> Manifest:
-    return clean(ingested, cfg, workdir)

@@ -5,20 +5,23 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from prefect import task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+)
 from tokenizers import Tokenizer
 
+from infra.stage import Manifest, fingerprint, run_stage
 from model.data import TokenRowWriter
-from model.evaluate import generate, perplexity, predict
+from model.inference import generate, perplexity, predict
 from model.weights import load_classifier, load_gpt
-from tasks.report import headline_markdown, render_report, save_report_inputs
-from tasks.stage import Manifest, fingerprint, run_stage
-from tasks.tokenizer import EOS
+from tasks.data.tokenizer import EOS
+from tasks.eval.report import render_report, save_report_inputs
+from tasks.stages import document_stages
 
 VERSION = "1"
 SCHEMA_VERSION = 1
@@ -127,7 +130,8 @@ def headline(metrics: dict) -> dict:
             "beats_bow_baseline": f1["model"] > f1["bow_logreg"]}
 
 
-def evaluate(manifests: dict[str, Manifest], cfg: EvaluateConfig, run_config: dict, workdir: Path) -> Manifest:
+def evaluate(manifests: dict[str, Manifest], cfg: EvaluateConfig, workdir: Path, recipe: dict) -> Manifest:
+    """`recipe`: the whole resolved recipe, shown in the report."""
     inputs = [m.fingerprint for m in manifests.values()]
     fp = fingerprint("evaluate", VERSION, cfg.model_dump(mode="json"), inputs)
 
@@ -135,32 +139,15 @@ def evaluate(manifests: dict[str, Manifest], cfg: EvaluateConfig, run_config: di
         metrics = compute_metrics(manifests, cfg, folder)
         metrics["headline"] = headline(metrics)
         metrics["data"] = {name: m.counts | {"rejected_by_reason": m.stats.get("rejected_by_reason", {})}
-                           for name, m in manifests.items() if name in ("ingest", "clean", "dedup")}
+                           for name, m in manifests.items() if name in document_stages()}
         metrics["lineage"] = {name: m.fingerprint for name, m in manifests.items()}
         if "sft" in manifests:
             metrics["sft"] = sft_metrics(manifests["sft"], manifests["tokenizer"], cfg)
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
         samples = generation_samples(manifests["pretrain"], manifests["tokenizer"], cfg)
-        save_report_inputs(folder, manifests, samples, run_config)
+        save_report_inputs(folder, manifests, samples, recipe)
         render_report(folder)
         return {"stats": {"headline": metrics["headline"]},
                 "files": {"report": "report.html", "report_md": "report.md", "metrics": "metrics.json"}}
 
     return run_stage(workdir, "evaluate", fp, build)
-
-
-@task(name="evaluate", retries=0)
-def evaluate_task(manifests: dict[str, Manifest], cfg: EvaluateConfig, run_config: dict, workdir: Path) -> Manifest:
-    result = evaluate(manifests, cfg, run_config, workdir)
-    metrics = json.loads(result.file("metrics").read_text())
-    create_markdown_artifact(key="tokenmill-report", markdown=headline_markdown(metrics, result.file("report")),
-                             description="tokenmill evaluation headline")
-    create_table_artifact(key="tokenmill-stage-stats", table=stage_rows(manifests), description="documents per stage")
-    create_link_artifact(key="tokenmill-report-html", link=result.file("report").resolve().as_uri(),
-                         link_text="report.html", description="the full evaluation report")
-    return result
-
-
-def stage_rows(manifests: dict[str, Manifest]) -> list[dict]:
-    return [{"stage": name, "fingerprint": m.fingerprint, "cached": m.cached, "seconds": round(m.seconds, 2),
-             **{k: v for k, v in m.counts.items() if k in ("docs_in", "kept", "rejected")}} for name, m in manifests.items()]

@@ -1,7 +1,7 @@
 """One training loop for pretraining (next-token LM) and fine-tuning (classification).
 
-    deepspeed --num_gpus N model/train.py spec.json          # GPUs
-    DS_ACCELERATOR=cpu deepspeed --num_gpus 2 model/train.py spec.json   # 2 CPU ranks over gloo
+    deepspeed --num_gpus N model/trainer.py spec.json          # GPUs
+    DS_ACCELERATOR=cpu deepspeed --num_gpus 2 model/trainer.py spec.json   # 2 CPU ranks over gloo
 
 Rank 0 appends one JSON object a line to <out_dir>/metrics.jsonl and writes the
 weights as <out_dir>/model.safetensors.
@@ -23,13 +23,20 @@ import torch.nn.functional as F
 if __package__ in (None, ""):  # run as a file by the launcher: make `model` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from infra.files import read_jsonl
 from model import checkpoint as ckpt
 from model import engine as ds
-from model.data import IGNORE_INDEX, TokenArrays, labelled_batch, lm_batch, rank_batches, sft_batch
+from model.data import (
+    IGNORE_INDEX,
+    TokenArrays,
+    labelled_batch,
+    lm_batch,
+    rank_batches,
+    sft_batch,
+)
 from model.gpt import GPT, GPTClassifier
 from model.spec import TrainSpec
 from model.weights import load_into, save_weights
-
 
 EXTRA_COLUMNS = {"lm": (), "classify": ("length", "label"), "sft": ("prompt_length", "length")}
 
@@ -263,7 +270,7 @@ class MetricsLog:
             path.parent.mkdir(parents=True, exist_ok=True)
             kept = []
             if keep_until and path.exists():
-                records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+                records = read_jsonl(path)
                 kept = [r for r in records if r["step"] <= keep_until and r["split"] not in ("done", "resume")]
             path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 

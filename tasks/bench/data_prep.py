@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
 from infra.ray_runtime import ensure_ray
-from tasks.clean import CleanConfig, clean
-from tasks.dedup import DedupConfig, dedup
-from tasks.ingest import IngestConfig, ingest
-from tasks.pack import PackConfig, tokenize_and_pack
-from tasks.shards import shard_paths
-from tasks.tokenizer import TokenizerConfig, train_tokenizer
+from tasks.data.clean import CleanConfig, clean
+from tasks.data.dedup import DedupConfig, dedup
+from tasks.data.ingest import IngestConfig, ingest
+from tasks.data.pack import PackConfig, tokenize_and_pack
+from tasks.data.shards import shard_paths
+from tasks.data.tokenizer import TokenizerConfig, train_tokenizer
 
 
 def input_bytes(paths: list[Path]) -> int:
@@ -63,7 +63,7 @@ def baseline_encode_batch(texts: list[str], tokenizer_path: Path, fast: bool = F
 
 
 def _clean_batch(batch: dict, cfg: CleanConfig) -> dict:
-    from tasks.clean import clean_document, first_failure
+    from tasks.data.clean import clean_document, first_failure
 
     results = [clean_document(t or "", cfg) for t in batch["text"]]
     return {"text": [text for text, _ in results], "keep": [first_failure(signals, cfg) is None for _, signals in results]}

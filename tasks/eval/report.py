@@ -12,9 +12,9 @@ matplotlib.use("Agg")  # headless: no display on servers and CI
 import matplotlib.pyplot as plt
 import yaml
 
-from tasks.stage import Manifest
-
-DATA_STAGES = ("ingest", "clean", "dedup")
+from infra.files import read_jsonl
+from infra.stage import Manifest
+from tasks.stages import document_stages, stage_names
 
 
 def figure_to_data_uri(fig) -> str:
@@ -22,10 +22,6 @@ def figure_to_data_uri(fig) -> str:
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def plot_training(metrics_by_run: dict[str, list[dict]]) -> str:
@@ -50,7 +46,7 @@ def plot_training(metrics_by_run: dict[str, list[dict]]) -> str:
 
 
 def plot_funnel(data: dict) -> str:
-    stages = [s for s in DATA_STAGES if s in data]
+    stages = [s for s in document_stages() if s in data]
     reasons = sorted({r for s in stages for r in data[s]["rejected_by_reason"]})
     fig, ax = plt.subplots(figsize=(7, 3))
     ax.bar(stages, [data[s].get("kept", 0) for s in stages], label="kept", color="#4c9f70")
@@ -124,8 +120,12 @@ def per_class_rows(metrics: dict) -> list[dict]:
 
 
 def stage_table(manifests: dict[str, Manifest]) -> list[dict]:
+    """One row per stage of the stage table, in pipeline order; a stage this run did not reach says so."""
     rows = []
-    for name, m in manifests.items():
+    for name in stage_names():
+        if (m := manifests.get(name)) is None:
+            rows.append({"stage": name, "status": "not run"})
+            continue
         counts = ", ".join(f"{k}={v}" for k, v in m.counts.items())
         rows.append({"stage": name, "status": "cached" if m.cached else "ran", "seconds": round(m.seconds, 1),
                      "fingerprint": m.fingerprint, "counts": counts})

@@ -5,7 +5,7 @@ streamed file (JSONL, CSV, TSV; maybe .gz/.zst), or a batch of whole files (text
 each becomes one shard named by the digest of what it reads, so an unchanged input always maps
 to the same shard name. Every input is kept or rejected with a reason; a file that cannot be
 read is one `bad_file` rejection (or a ValueError, with on_bad_file=fail). The formats
-themselves are read in tasks/readers.py.
+themselves are read in tasks/data/readers.py.
 """
 
 import hashlib
@@ -14,7 +14,6 @@ import logging
 import os
 import posixpath
 import re
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,14 +25,23 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
-from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import core_schema
 
-from tasks.shard_cache import cached_map
-from tasks.readers import KINDS, STREAMED, BadFile, InputFile, ReadOptions, Record, file_kind, read_file
-from tasks.shards import REJECTED_SCHEMA, merge_stats, shard_paths, shard_stats
-from tasks.stage import Manifest, fingerprint, run_stage
+from infra.files import partial_path
+from infra.shard_cache import cached_map
+from infra.stage import Manifest, fingerprint, run_stage
+from tasks.data.readers import (
+    KINDS,
+    STREAMED,
+    BadFile,
+    InputFile,
+    ReadOptions,
+    Record,
+    file_kind,
+    read_file,
+)
+from tasks.data.shards import REJECTED_SCHEMA, merge_stats, shard_paths, shard_stats
 
 VERSION = "2"
 log = logging.getLogger(__name__)
@@ -265,7 +273,7 @@ class ShardWriter:
 
     def __init__(self, path: Path, schema: pa.Schema, max_rows: int = 1024, max_chars: int = 64 << 20):
         self.path, self.schema, self.max_rows, self.max_chars = path, schema, max_rows, max_chars
-        self.partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+        self.partial = partial_path(path)
         self.rows, self.num_chars = [], 0
 
     def __enter__(self) -> "ShardWriter":
@@ -351,8 +359,3 @@ def check_unique_ids(folder: Path) -> None:
     duplicated = [doc_id for doc_id, n in seen.items() if n > 1]
     if duplicated:
         raise ValueError(f"document ids are not unique across the inputs, e.g. {duplicated[:3]}: set ingest.id_column")
-
-
-@task(name="ingest", retries=1)
-def ingest_task(cfg: IngestConfig, workdir: Path) -> Manifest:
-    return ingest(cfg, workdir)

@@ -5,12 +5,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from prefect import task
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from tasks.shards import shard_paths
-from tasks.stage import Manifest, file_digest, fingerprint, run_stage
+from infra.stage import Manifest, file_digest, fingerprint, run_stage
+from tasks.data.shards import shard_paths
 
 VERSION = "1"
 EOS, PAD = "<|endoftext|>", "<|pad|>"
@@ -80,8 +79,3 @@ def train_tokenizer(deduped: Manifest, cfg: TokenizerConfig, workdir: Path) -> M
         return {"counts": {"vocab_size": tokenizer.get_vocab_size()}, "files": {"tokenizer": "tokenizer.json"}}
 
     return run_stage(workdir, "tokenizer", fp, build)
-
-
-@task(name="train-tokenizer", retries=1)
-def tokenizer_task(deduped: Manifest, cfg: TokenizerConfig, workdir: Path) -> Manifest:
-    return train_tokenizer(deduped, cfg, workdir)

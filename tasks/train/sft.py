@@ -7,16 +7,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-from prefect import task
 from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer
 
+from infra.stage import Manifest, file_digest, fingerprint, run_stage
 from model.data import TokenRowWriter
 from model.spec import TrainConfig, TrainSpec
-from tasks.pack import is_validation
-from tasks.stage import Manifest, file_digest, fingerprint, run_stage
-from tasks.tokenizer import EOS, PAD
-from tasks.train import LaunchConfig, launch_training, loss_summary, read_metrics, training_fingerprint_config
+from tasks.data.pack import is_validation
+from tasks.data.tokenizer import EOS, PAD
+from tasks.train.launch import LaunchConfig, train_in, training_fingerprint_config
 
 VERSION = "1"
 
@@ -90,14 +89,6 @@ def sft(pretrained: Manifest, tokenizer: Manifest, cfg: SFTConfig, workdir: Path
         counts = prepare_pairs(cfg, tokenizer.file("tokenizer"), backbone.seq_len + 1, folder)
         spec = TrainSpec(objective="sft", model=backbone, train=cfg.train, train_data=str(folder / "train.arrow"),
                          val_data=str(folder / "val.arrow"), out_dir=str(folder), init_from=str(pretrained.file("weights")))
-        launch_training(spec, cfg.launch, folder, "sft")
-        return {"counts": counts, "stats": loss_summary(read_metrics(folder / "metrics.jsonl")),
-                "files": {"weights": "model.safetensors", "metrics": "metrics.jsonl", "spec": "train_spec.json",
-                          "val_prompts": "val_prompts.json"}}
+        return train_in(folder, spec, cfg.launch, "sft", counts, files={"val_prompts": "val_prompts.json"})
 
     return run_stage(workdir, "sft", fp, build, resumable=True)
-
-
-@task(name="sft", retries=0)
-def sft_task(pretrained: Manifest, tokenizer: Manifest, cfg: SFTConfig, workdir: Path) -> Manifest:
-    return sft(pretrained, tokenizer, cfg, workdir)

@@ -14,6 +14,13 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.data.labelled import (
+    LabelledData,
+    read_labelled,
+    read_table,
+    stratified_splits,
+)
+
 _WORD = re.compile(r"\w+")
 _PRIME = np.uint64(1099511628211)
 
@@ -66,8 +73,6 @@ def contaminated_by(text: str, index: dict[int, str], n: int) -> str | None:
 
 def read_texts(path: Path, text_column: str) -> list[tuple[str, str]]:
     """(name, text) of each test text in a file; names say file and row."""
-    from tasks.finetune import read_table
-
     if not path.exists():
         raise ValueError(f"dedup.decontaminate.paths: no such file {path}")
     if path.suffix.lower() in (".txt", ".md", ".rst"):
@@ -80,10 +85,8 @@ def read_texts(path: Path, text_column: str) -> list[tuple[str, str]]:
             if isinstance(text, str)]
 
 
-def finetune_test_texts(finetune_cfg) -> list[tuple[str, str]]:
+def finetune_test_texts(finetune_cfg: LabelledData) -> list[tuple[str, str]]:
     """The fine-tune test split's texts, split by the fine-tune stage's own functions and seed."""
-    from tasks.finetune import read_labelled, stratified_splits
-
     texts, labels, _ = read_labelled(finetune_cfg)
     test = stratified_splits(labels, finetune_cfg)["test"]
     return [(f"{finetune_cfg.data.name} test #{int(i)}", texts[i]) for i in test]

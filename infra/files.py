@@ -1,0 +1,48 @@
+"""Files a killed process cannot leave half-written, and JSONL records read with the line that broke.
+
+Plain local paths only (the DeepSpeed ranks and Ray workers write to their own disk here); `model/`
+imports this module too, so it needs nothing beyond the standard library.
+"""
+
+import json
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+
+def partial_path(path: Path) -> Path:
+    """A unique hidden sibling to write `path` under before renaming it into place; keeps its suffix for
+    writers that insist on one (numpy appends `.npy`)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(partial)` then rename: a reader sees the old file or the whole new one, never half of it."""
+    partial = partial_path(Path(path))
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda partial: partial.write_text(text))
+
+
+def read_jsonl(path: Path, missing_ok: bool = False) -> list[dict]:
+    """One record per non-blank line; a bad line raises ValueError naming `file:line`."""
+    path = Path(path)
+    if missing_ok and not path.exists():
+        return []
+    records = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from None
+    return records

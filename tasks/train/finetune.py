@@ -1,0 +1,82 @@
+"""Fine-tuning: a labelled file -> stratified splits of padded token rows -> the shared training loop."""
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import Field
+from tokenizers import Tokenizer
+
+from infra.stage import Manifest, file_digest, fingerprint, run_stage
+from model.data import TokenRowWriter
+from model.spec import TrainConfig, TrainSpec
+from tasks.data.labelled import LabelledData, read_labelled, stratified_splits
+from tasks.data.tokenizer import PAD
+from tasks.train.launch import LaunchConfig, train_in, training_fingerprint_config
+
+VERSION = "1"
+SPLITS = ("train", "val", "test")
+
+
+class FinetuneConfig(LabelledData):
+    max_len: int = Field(64, ge=4, description="tokens per example (truncated or padded)")
+    class_weighting: bool = Field(True, description="weight the loss by inverse class frequency")
+    train: TrainConfig = TrainConfig(max_steps=200, micro_batch_size=32, lr=5e-4, warmup_steps=20, eval_every=50)
+    launch: LaunchConfig = LaunchConfig()
+
+
+def encode_padded(tokenizer: Tokenizer, texts: list[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    pad = tokenizer.token_to_id(PAD)
+    rows = np.full((len(texts), max_len), pad, dtype=np.int64)
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    for i, enc in enumerate(tokenizer.encode_batch(texts)):
+        ids = enc.ids[:max_len] or [pad]  # an empty text still has one position to pool over
+        rows[i, : len(ids)] = ids
+        lengths[i] = len(ids)
+    return rows, lengths
+
+
+def prepare_labelled(cfg: FinetuneConfig, tokenizer_path: Path, folder: Path) -> dict:
+    texts, labels, rejected = read_labelled(cfg)
+    if rejected:
+        pq.write_table(pa.Table.from_pylist(rejected), folder / "rejected.parquet")
+    label_names = sorted(set(labels))
+    if cfg.positive_label not in label_names:
+        raise ValueError(f"finetune.positive_label {cfg.positive_label!r} is not a label in {cfg.data} ({label_names})")
+    rare = {name: n for name, n in zip(label_names, np.bincount([label_names.index(x) for x in labels])) if n < 3}
+    if rare:
+        raise ValueError(f"{cfg.data}: every label needs at least 3 examples for a stratified split; too few: {rare}")
+    label_ids = np.array([label_names.index(label) for label in labels])
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    splits = stratified_splits(labels, cfg)
+    for split, idx in splits.items():
+        rows, lengths = encode_padded(tokenizer, [texts[i] for i in idx], cfg.max_len)
+        writer = TokenRowWriter(folder / f"{split}.arrow", cfg.max_len, tokenizer.get_vocab_size(), ("length", "label"))
+        writer.write(rows, length=lengths, label=label_ids[idx])
+        writer.close()
+        # the raw texts travel beside the tokens for the baselines and for error analysis
+        pq.write_table(pa.table({"text": [texts[i] for i in idx], "label": label_ids[idx]}), folder / f"{split}.parquet")
+    train_counts = np.bincount(label_ids[splits["train"]], minlength=len(label_names))
+    weights = (len(splits["train"]) / (len(label_names) * np.maximum(train_counts, 1))).tolist()
+    return {"label_names": label_names, "class_weights": weights if cfg.class_weighting else None,
+            "counts": {f"{s}_examples": len(i) for s, i in splits.items()} | {"rejected_missing_label": len(rejected)}}
+
+
+def finetune(pretrained: Manifest, tokenizer: Manifest, cfg: FinetuneConfig, workdir: Path) -> Manifest:
+    config = training_fingerprint_config(cfg, exclude=frozenset({"data"}))
+    fp = fingerprint("finetune", VERSION, config, [pretrained.fingerprint, tokenizer.fingerprint, file_digest(cfg.data)])
+
+    def build(folder: Path) -> dict:
+        prepared = prepare_labelled(cfg, tokenizer.file("tokenizer"), folder)
+        backbone = TrainSpec.load(pretrained.file("spec")).model
+        spec = TrainSpec(objective="classify", model=backbone, train=cfg.train, train_data=str(folder / "train.arrow"),
+                         val_data=str(folder / "val.arrow"), out_dir=str(folder), init_from=str(pretrained.file("weights")),
+                         num_classes=len(prepared["label_names"]), class_weights=prepared["class_weights"],
+                         label_names=prepared["label_names"])
+        split_files = {f"{s}_{kind}": f"{s}.{kind}" for s in SPLITS for kind in ("arrow", "parquet")}
+        return train_in(folder, spec, cfg.launch, "finetune", prepared["counts"],
+                        stats={"label_names": prepared["label_names"], "positive_label": cfg.positive_label},
+                        files=split_files)
+
+    return run_stage(workdir, "finetune", fp, build, resumable=True)

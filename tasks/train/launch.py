@@ -1,0 +1,100 @@
+"""The one path every training stage takes: write the spec, launch DeepSpeed, read the metrics, name the files.
+
+Pretraining, fine-tuning and SFT differ only in the spec they write (objective, data, initial weights);
+`train_in` runs that spec under the deepspeed launcher, forwards every rank's output to the logs and
+the step count to the progress callback, and returns the manifest fields of a training stage.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+import model
+from infra.files import read_jsonl
+from infra.launch import (
+    deepspeed_command,
+    gpu_count,
+    launch_env,
+    read_hostfile,
+    run_streaming,
+)
+from infra.progress import report_progress
+from model.spec import TrainSpec
+
+METRICS_PREFIX = "[metrics] "
+TRAIN_SCRIPT = Path(model.__file__).parent / "trainer.py"
+TRAINING_FILES = {"weights": "model.safetensors", "metrics": "metrics.jsonl", "spec": "train_spec.json"}
+# settings that change how a run is checkpointed or reported, not what it computes: kept out of the
+# fingerprint, so changing them resumes the same run instead of starting a new one
+RESUME_NEUTRAL = {"checkpoint_every", "keep_checkpoints", "peak_tflops"}
+log = logging.getLogger(__name__)
+
+
+class LaunchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    num_procs: int = Field(2, ge=1, description="ranks per node: GPUs when there are some, else CPU processes over gloo")
+    hostfile: Path | None = Field(None, description="DeepSpeed hostfile for several nodes (`<host> slots=<n>` lines); "
+                                                    "its slots, not num_procs, then say how many ranks run where")
+
+    @field_validator("hostfile")
+    @classmethod
+    def _hostfile_lists_hosts(cls, hostfile: Path | None) -> Path | None:
+        if hostfile is not None:
+            read_hostfile(hostfile)
+        return hostfile
+
+
+def training_fingerprint_config(cfg: BaseModel, exclude: frozenset[str] = frozenset()) -> dict:
+    """The part of a training stage's config that its fingerprint hashes."""
+    config = cfg.model_dump(mode="json", exclude={"launch", *exclude})
+    config["train"] = {k: v for k, v in config["train"].items() if k not in RESUME_NEUTRAL}
+    return config | {"num_procs": cfg.launch.num_procs}
+
+
+def loss_summary(metrics: list[dict]) -> dict:
+    train = [m for m in metrics if m["split"] == "train"]
+    val = [m for m in metrics if m["split"] == "val"]
+    done = next((m for m in metrics if m["split"] == "done"), {})
+    return {"first_train_loss": train[0]["loss"], "final_train_loss": train[-1]["loss"],
+            "final_val_loss": val[-1]["loss"] if val else None, "train_seconds": done.get("elapsed_s"),
+            "tokens_per_s": sum(m["tokens_per_s"] for m in train[1:]) / max(1, len(train) - 1)}
+
+
+def train_in(folder: Path, spec: TrainSpec, launch: LaunchConfig, stage: str, counts: dict, stats: dict = {},
+             files: dict = {}) -> dict:
+    """Launch `spec` with its outputs in `folder`; the manifest fields of the finished training stage."""
+    launch_training(spec, launch, folder, stage)
+    summary = loss_summary(read_jsonl(folder / TRAINING_FILES["metrics"], missing_ok=True))
+    return {"counts": counts, "stats": summary | stats, "files": TRAINING_FILES | files}
+
+
+def launch_training(spec: TrainSpec, launch: LaunchConfig, folder: Path, description: str) -> None:
+    """Run the spec under the deepspeed launcher, showing progress and forwarding rank output to the logs."""
+    spec_path = folder / TRAINING_FILES["spec"]
+    spec.save(spec_path)
+    cmd = deepspeed_command(TRAIN_SCRIPT, [str(spec_path)], launch.num_procs, launch.hostfile)
+    log.info("launching: %s", " ".join(cmd))
+    total = spec.train.max_steps
+    report_progress(description, 0.0, f"{description}: steps done, of {total}")
+    log_file = (folder / "train.log").open("a")  # appended: a resumed run keeps the killed one's log
+    with Progress(TextColumn(description), BarColumn(), TextColumn("{task.completed}/{task.total} steps {task.fields[loss]}"),
+                  TimeElapsedColumn(), transient=True) as progress:
+        bar = progress.add_task(description, total=total, loss="")
+
+        def on_line(line: str) -> None:
+            log_file.write(line + "\n")
+            is_problem = "Error" in line or "error" in line or "Traceback" in line
+            log.log(logging.WARNING if is_problem else logging.INFO, "%s", line)  # every rank's output
+            if line.startswith(METRICS_PREFIX):
+                record = json.loads(line[len(METRICS_PREFIX):])
+                if record.get("split") == "train":
+                    progress.update(bar, completed=record["step"], loss=f"loss {record['loss']:.3f}")
+                    report_progress(description, record["step"] / total, f"{description}: steps done, of {total}")
+
+        try:
+            run_streaming(cmd, launch_env(launch.num_procs, gpu_count() > 0), on_line, cwd=folder)
+        finally:
+            log_file.close()

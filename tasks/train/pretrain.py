@@ -1,0 +1,43 @@
+"""Pretraining: next-token prediction on the packed blocks, through the shared training path."""
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from infra.stage import Manifest, fingerprint, run_stage
+from model.gpt import MODEL_SIZES, GPTConfig
+from model.spec import TrainConfig, TrainSpec
+from tasks.train.launch import LaunchConfig, train_in, training_fingerprint_config
+
+VERSION = "1"
+
+
+class PretrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    size: str | None = Field("tiny", description=f"named model size, one of {sorted(MODEL_SIZES)}; overrides model.n_*")
+    model: GPTConfig = GPTConfig()
+    train: TrainConfig = TrainConfig()
+    launch: LaunchConfig = LaunchConfig()
+
+    @model_validator(mode="after")
+    def _known_size(self):
+        if self.size is not None and self.size not in MODEL_SIZES:
+            raise ValueError(f"size {self.size!r} is not one of {sorted(MODEL_SIZES)}")
+        return self
+
+    def model_config_for(self, vocab_size: int, seq_len: int) -> GPTConfig:
+        fields = self.model.to_dict() | (MODEL_SIZES[self.size] if self.size else {})
+        return GPTConfig(**(fields | {"vocab_size": vocab_size, "seq_len": seq_len}))
+
+
+def pretrain(packed: Manifest, cfg: PretrainConfig, workdir: Path) -> Manifest:
+    fp = fingerprint("pretrain", VERSION, training_fingerprint_config(cfg),
+                     [packed.fingerprint])
+
+    def build(folder: Path) -> dict:
+        spec = TrainSpec(objective="lm", model=cfg.model_config_for(packed.stats["vocab_size"], packed.stats["seq_len"]),
+                         train=cfg.train, train_data=str(packed.file("train")), val_data=str(packed.file("val")),
+                         out_dir=str(folder))
+        return train_in(folder, spec, cfg.launch, "pretrain", counts={"steps": cfg.train.max_steps})
+
+    return run_stage(workdir, "pretrain", fp, build, resumable=True)
