@@ -41,7 +41,8 @@ def test_every_manifest_parses(path):
 def test_the_expected_manifests_exist():
     names = {str(p.relative_to(INFRA)) for p in YAML_FILES + JSON_FILES + DOCKERFILES}
     assert {"compose.yaml", "ray/cluster.yaml", "k8s/raycluster.yaml", "k8s/rayjob.yaml", "k8s/pvc.yaml",
-            "k8s/prefect-work-pool-job-template.json", "docker/Dockerfile.cpu", "docker/Dockerfile.cuda"} <= names
+            "k8s/ray-auth-secret.yaml", "k8s/networkpolicy.yaml", "k8s/prefect-work-pool-job-template.json",
+            "docker/Dockerfile.cpu", "docker/Dockerfile.cuda"} <= names
 
 
 # --- compose -------------------------------------------------------------------------------------------------------
@@ -159,6 +160,104 @@ def test_work_pool_job_requests_gpus():
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
 
 
+# --- KubeRay security: dashboard bind, Ray token from a Secret, NetworkPolicy -------------------------------------
+# No kubectl here, so no server-side validation: these read the manifests' structure.
+
+RAY_AUTH_SECRET = "tokenmill-ray-auth"
+RAY_AUTH_KEY = "auth_token"  # the key KubeRay's authOptions.secretName reads
+
+
+def ray_clusters() -> dict[str, tuple[dict, dict[str, str]]]:
+    """Each KubeRay manifest's Ray cluster spec, and the labels it is selected by."""
+    cluster, job = one_doc("k8s/raycluster.yaml"), one_doc("k8s/rayjob.yaml")
+    # KubeRay labels a RayCluster's Pods ray.io/cluster=<its name>; a RayJob's cluster gets a generated name
+    return {"raycluster": (cluster["spec"], {"ray.io/cluster": cluster["metadata"]["name"]}),
+            "rayjob": (job["spec"]["rayClusterSpec"], {"app.kubernetes.io/instance": job["metadata"]["name"]})}
+
+
+def ray_pod_templates(spec: dict) -> list[dict]:
+    return [spec["headGroupSpec"]["template"]] + [group["template"] for group in spec["workerGroupSpecs"]]
+
+
+def network_policies() -> dict[str, dict]:
+    policies = {doc["metadata"]["name"]: doc for doc in load_yaml(INFRA / "k8s/networkpolicy.yaml")}
+    assert {(p["apiVersion"], p["kind"]) for p in policies.values()} == {("networking.k8s.io/v1", "NetworkPolicy")}
+    return policies
+
+
+def prefect_flow_run_labels() -> dict[str, str]:
+    return work_pool_template()["job_configuration"]["job_manifest"]["spec"]["template"]["metadata"]["labels"]
+
+
+def test_the_ray_auth_secret_holds_no_token():
+    secret = one_doc("k8s/ray-auth-secret.yaml")
+    assert (secret["apiVersion"], secret["kind"], secret["metadata"]["name"]) == ("v1", "Secret", RAY_AUTH_SECRET)
+    assert "data" not in secret and secret["stringData"] == {RAY_AUTH_KEY: ""}  # created with kubectl, never committed
+    assert "openssl rand" in (INFRA / "k8s/ray-auth-secret.yaml").read_text()
+
+
+@pytest.mark.parametrize("name", ["raycluster", "rayjob"])
+def test_every_ray_container_takes_the_ray_token_from_the_secret(name):
+    spec, _ = ray_clusters()[name]
+    # the operator gives the token to what it adds (autoscaler, init containers, submitter) and its dashboard client
+    assert spec["authOptions"] == {"mode": "token", "secretName": RAY_AUTH_SECRET}
+    for template in ray_pod_templates(spec):
+        for container in template["spec"]["containers"]:
+            env = {var["name"]: var for var in container["env"]}
+            assert env["RAY_AUTH_MODE"] == {"name": "RAY_AUTH_MODE", "value": "token"}, container["name"]
+            assert env["RAY_AUTH_TOKEN"] == {"name": "RAY_AUTH_TOKEN", "valueFrom": {
+                "secretKeyRef": {"name": RAY_AUTH_SECRET, "key": RAY_AUTH_KEY}}}, container["name"]
+            assert "RAY_AUTH_TOKEN_PATH" not in env
+
+
+def test_the_raycluster_dashboard_listens_on_loopback_only():
+    spec, _ = ray_clusters()["raycluster"]
+    assert spec["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "127.0.0.1"
+
+
+def test_the_rayjob_dashboard_is_reachable_only_by_its_submitter_and_the_operator():
+    """KubeRay's operator and the RayJob's submitter Pod reach the dashboard at the head Service: not loopback."""
+    spec, _ = ray_clusters()["rayjob"]
+    assert spec["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "0.0.0.0"
+    job_name = one_doc("k8s/rayjob.yaml")["metadata"]["name"]
+    dashboard_rules = [rule for rule in network_policies()["tokenmill-data-rayjob"]["spec"]["ingress"]
+                       if rule.get("ports") == [{"protocol": "TCP", "port": 8265}]]
+    assert [rule["from"] for rule in dashboard_rules] == [[
+        {"podSelector": {"matchLabels": {"batch.kubernetes.io/job-name": job_name}}},
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}},
+    ]]
+
+
+def test_the_prefect_flow_run_pods_carry_the_label_the_network_policy_allows():
+    labels = prefect_flow_run_labels()
+    assert labels == {"app.kubernetes.io/name": "tokenmill", "app.kubernetes.io/component": "prefect-flow-run"}
+    assert not any("{{" in key or "{{" in value for key, value in labels.items())  # literal, not a deployment's choice
+
+
+@pytest.mark.parametrize("name", ["raycluster", "rayjob"])
+def test_a_network_policy_admits_only_the_same_cluster_and_prefect_flow_runs(name):
+    spec, cluster_labels = ray_clusters()[name]
+    for template in ray_pod_templates(spec):  # KubeRay adds ray.io/cluster itself; other labels come from templates
+        pod_labels = template.get("metadata", {}).get("labels", {}) | (
+            {"ray.io/cluster": cluster_labels["ray.io/cluster"]} if "ray.io/cluster" in cluster_labels else {})
+        assert cluster_labels.items() <= pod_labels.items()
+    (policy,) = [p for p in network_policies().values() if p["spec"]["podSelector"] == {"matchLabels": cluster_labels}]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # Ingress listed: whatever no rule admits is dropped
+    same_cluster = {"podSelector": {"matchLabels": cluster_labels}}
+    flow_runs = {"podSelector": {"matchLabels": prefect_flow_run_labels()}}
+    rules = policy["spec"]["ingress"]
+    assert {"from": [same_cluster]} in rules
+    assert {"from": [flow_runs], "ports": [{"protocol": "TCP", "port": 10001}]} in rules  # Ray Client only
+    for rule in rules:
+        assert rule.get("from"), "a rule without peers admits every source"
+        for peer in rule["from"]:
+            assert "ipBlock" not in peer
+            if peer in (same_cluster, flow_runs):
+                continue
+            # the only other peers: a RayJob's submitter and KubeRay's operator, on the dashboard port alone
+            assert name == "rayjob" and rule["ports"] == [{"protocol": "TCP", "port": 8265}], peer
+
+
 # --- Ray cluster launcher, DeepSpeed hostfile ---------------------------------------------------------------------
 
 def test_ray_cluster_launcher_config_passes_rays_own_validation():
@@ -211,6 +310,8 @@ def test_dockerfile_pins_its_base_and_installs_torch_first(path):
 SECRET_ASSIGNMENT = re.compile(r"(?i)(?<![{\w])((?:[a-z0-9]+_)*(?:password|passwd|secret|token|auth_string|api_key)(?:_[a-z0-9]+)*)"
                                r"\b\s*[:=]\s*['\"]?([^\s'\"]*)")
 URL_CREDENTIALS = re.compile(r"://[^/\s:@]+:([^@\s]+)@")
+# in Python source (infra/ holds modules too) only a string literal is a value: `token = var.set(x)` is code
+PY_SECRET_LITERAL = re.compile(SECRET_ASSIGNMENT.pattern.replace(r"['\"]?([^\s'\"]*)", r"[rbuf]*['\"]([^'\"]*)['\"]"))
 
 
 def is_placeholder(value: str) -> bool:
@@ -221,6 +322,7 @@ def test_no_secrets_in_infra():
     leaks = []
     for path in sorted(p for p in INFRA.rglob("*") if p.is_file() and p != SECRETS_FILE and "__pycache__" not in p.parts):
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-            values = [m.group(2) for m in SECRET_ASSIGNMENT.finditer(line)] + URL_CREDENTIALS.findall(line)
+            assignment = PY_SECRET_LITERAL if path.suffix == ".py" else SECRET_ASSIGNMENT
+            values = [m.group(2) for m in assignment.finditer(line)] + URL_CREDENTIALS.findall(line)
             leaks += [f"{path.relative_to(REPO)}:{number}: {line.strip()}" for v in values if not is_placeholder(v)]
     assert leaks == []
