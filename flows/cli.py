@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.config import ConfigError, load_config
-from flows.server import DEFAULT_WORKDIR, server_api_url, server_app
+from flows.server import server_api_url, server_app
 from tasks.stages import document_stages, stage_names, unknown_stage
 
 app = typer.Typer(help="tokenmill: raw text corpus -> trained, fine-tuned and evaluated language model.",
@@ -30,7 +30,8 @@ def main() -> None:
 @app.command()
 def run(
     config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML recipe"),
-    workdir: Path | None = typer.Option(None, "--workdir", "-w", help="where stage outputs go (default: the recipe's)"),
+    workdir: str | None = typer.Option(None, "--workdir", "-w", help="where stage outputs go, a path or a storage URL "
+                                       "such as s3://bucket/run (default: the recipe's)"),
     overrides: list[str] = typer.Option([], "--set", help="override a recipe value: key.path=value (repeatable)"),
     until: str | None = typer.Option(None, help=f"stop after this stage ({', '.join(stage_names())}); `pack` = the data stages"),
     force: str | None = typer.Option(None, help="rebuild this stage and every later one even when cached"),
@@ -90,15 +91,22 @@ def option_overrides(ray_address: str | None, hostfile: Path | None) -> list[str
 
 
 @app.command()
-def report(run: Path = typer.Argument(..., help="a work directory (its latest evaluation) or an evaluate/<fingerprint> folder")) -> None:
+def report(run: str = typer.Argument(..., help="a work directory (its latest evaluation) or an evaluate/<fingerprint> "
+                                               "folder; a path or a storage URL")) -> None:
     """Redraw report.html and report.md from a finished run's stored outputs, without retraining."""
-    from tasks.eval.report import render_report
+    from infra import storage
+    from tasks.eval.report import REPORT_OUTPUTS, render_report
 
-    folder = latest_evaluation(run)
-    if folder is None:
+    evaluation = latest_evaluation(run)
+    if evaluation is None:
         console.print(f"[red]error[/red] {run}: no finished evaluation found (expected evaluate/<fingerprint>/manifest.json)")
         raise typer.Exit(2)
-    console.print(f"[bold]report[/bold]: {render_report(folder)}")
+    drawn = render_report(evaluation.local_root())
+    if storage.is_remote(evaluation.root):  # redrawn from a local copy: the stored run gets the new pages
+        for name in REPORT_OUTPUTS:
+            storage.write_bytes(storage.join(evaluation.root, name), (drawn.parent / name).read_bytes())
+        drawn = storage.join(evaluation.root, drawn.name)
+    console.print(f"[bold]report[/bold]: {drawn}")
 
 
 bench = typer.Typer(help="benchmarks: figures for docs/benchmarks.md", no_args_is_help=True)
@@ -151,20 +159,21 @@ app.add_typer(inspect_app, name="inspect")
 
 @inspect_app.command("rejected")
 def inspect_rejected(
-    workdir: Path = typer.Option(Path("runs/default"), "--workdir", "-w", help="the run's work directory"),
+    workdir: str = typer.Option("runs/default", "--workdir", "-w", help="the run's work directory (a path or URL)"),
     reason: str | None = typer.Option(None, help="only this reason (e.g. too_short, near_duplicate)"),
     stage: str | None = typer.Option(None, help=f"only this stage ({', '.join(document_stages())})"),
     limit: int = typer.Option(10, help="examples to print"),
     width: int = typer.Option(160, help="characters of text to show"),
 ) -> None:
     """Print rejected documents with the rule that rejected them, from the newest output of each data stage."""
+    from infra.stage import latest_output
     from tasks.data.shards import rejected_rows
 
     outputs = {name: latest_output(workdir, name) for name in ([stage] if stage else document_stages())}
     if not any(outputs.values()):
         console.print(f"[red]error[/red] {workdir}: no finished data stage outputs (run `tokenmill run --until pack` first)")
         raise typer.Exit(2)
-    rows = [(name, r) for name, folder in outputs.items() if folder for r in rejected_rows(folder, reason)]
+    rows = [(name, r) for name, output in outputs.items() if output for r in rejected_rows(output.root, reason)]
     counts: dict[str, int] = {}
     for name, r in rows:
         counts[f"{name}:{r['reason']}"] = counts.get(f"{name}:{r['reason']}", 0) + 1
@@ -176,11 +185,6 @@ def inspect_rejected(
         text = (r["text"] or "").replace("\n", " ")
         table.add_row(name, r["id"], r["reason"], r["detail"] or "", text[:width] + ("…" if len(text) > width else ""))
     console.print(table)
-
-
-def latest_output(workdir: Path, stage: str) -> Path | None:
-    finished = [p.parent for p in (workdir / stage).glob("*/manifest.json")]
-    return max(finished, key=lambda p: p.stat().st_mtime) if finished else None
 
 
 @bench.command("data")
@@ -199,7 +203,11 @@ def bench_data(
     if missing:
         console.print(f"[red]error[/red] no such input: {', '.join(missing)}")
         raise typer.Exit(2)
-    result = run_bench(paths, workdir, cores)
+    try:
+        result = run_bench(paths, workdir, cores)
+    except ValueError as err:
+        console.print(f"[red]error[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     (workdir / "bench_data.json").write_text(json.dumps(result, indent=2))
     console.print(f"bench data: {result['input_mb']:.1f} MB, {result['documents']:,} documents, {result['cores']} cores "
                   f"(Ray start {result['ray_start_seconds']:.1f} s, not counted)", markup=False)
@@ -218,11 +226,14 @@ def bench_data(
                   f"{result['baseline_datasets_seconds']:.2f} s)", markup=False)
 
 
-def latest_evaluation(run: Path) -> Path | None:
-    if (run / "manifest.json").exists() and (run / "metrics.json").exists():
-        return run
-    finished = [p.parent for p in (run / "evaluate").glob("*/manifest.json")]
-    return max(finished, key=lambda p: p.stat().st_mtime) if finished else None
+def latest_evaluation(run: str):
+    """The evaluate output `run` names: an evaluate/<fingerprint> folder, or the newest one of a workdir."""
+    from infra import storage
+    from infra.stage import latest_output, read_manifest
+
+    if storage.exists(storage.join(run, "manifest.json")) and (found := read_manifest(storage.normalize(run))):
+        return found if found.stage == "evaluate" else None
+    return latest_output(storage.normalize(run), "evaluate")
 
 
 def print_summary(manifests: dict, total_seconds: float) -> None:
@@ -249,15 +260,14 @@ def use_prefect_server() -> str | None:
     None means Prefect's ephemeral API on the local database (under PREFECT_HOME)."""
     # the machines this runs on often have no route out: Prefect's telemetry would only log errors
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if "PREFECT_API_URL" not in os.environ and (url := server_api_url(DEFAULT_WORKDIR)):
-        os.environ["PREFECT_API_URL"] = url
-    return os.environ.get("PREFECT_API_URL")
+    return server_api_url()
 
 
 @app.command()
 def serve(
     config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML recipe; its `schedules:` start the deployments"),
-    workdir: Path | None = typer.Option(None, "--workdir", "-w", help="where stage outputs go (default: the recipe's)"),
+    workdir: str | None = typer.Option(None, "--workdir", "-w", help="where stage outputs go, a path or a storage URL "
+                                       "such as s3://bucket/run (default: the recipe's)"),
     overrides: list[str] = typer.Option([], "--set", help="override a recipe value: key.path=value (repeatable)"),
 ) -> None:
     """Register the full, data and train deployments on the Prefect server and run them, on schedule or on demand."""
@@ -310,7 +320,8 @@ def reprocess(
     from_stage: str | None = typer.Option(None, "--from", help="rebuild this stage and every later one even when cached"),
     until: str | None = typer.Option(None, help="stop after this stage; `pack` = the data stages"),
     config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML recipe"),
-    workdir: Path | None = typer.Option(None, "--workdir", "-w", help="where stage outputs go (default: the recipe's)"),
+    workdir: str | None = typer.Option(None, "--workdir", "-w", help="where stage outputs go, a path or a storage URL "
+                                       "such as s3://bucket/run (default: the recipe's)"),
 ) -> None:
     """Re-run the pipeline on a changed corpus: content-addressed stages reuse every shard and output that did not change."""
     with config_errors():

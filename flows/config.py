@@ -8,17 +8,20 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+import fsspec
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     create_model,
     field_validator,
     model_validator,
 )
 
+from infra import storage
 from tasks import stages
 
 
@@ -27,6 +30,17 @@ class RayConfig(BaseModel):
     address: str | None = Field(None, min_length=1, description="join this running Ray cluster (`<head>:6379`, `auto`) "
                                 "instead of starting a local one; `tokenmill run --ray-address`")
     num_cpus: int | None = Field(None, ge=1, description="CPUs for the local Ray (default: all); unused with an address")
+
+
+class StorageConfig(BaseModel):
+    """How to reach the workdir's object store when the environment does not say (AWS_ENDPOINT_URL, AWS_* keys)."""
+
+    model_config = ConfigDict(extra="forbid")
+    options: dict[str, SecretStr] = Field(default_factory=dict, description=(
+        "fsspec storage options, e.g. endpoint_url, key, secret for s3://; kept secret: never logged, shown as ****"))
+
+    def resolved(self) -> dict[str, str]:
+        return {name: value.get_secret_value() for name, value in self.options.items()}
 
 
 class ScheduleConfig(BaseModel):
@@ -78,7 +92,9 @@ class RecipeBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = "tokenmill"
-    workdir: Path = Path("runs")
+    workdir: str = Field("runs", min_length=1, description="where stage outputs go: a local folder or a storage URL "
+                         "(s3://bucket/run, gs://bucket/run); relative paths are relative to where you run from")
+    storage: StorageConfig = StorageConfig()
     ray: RayConfig = RayConfig()
     schedules: list[ScheduleConfig] = Field(default_factory=list, description="cron schedules for `tokenmill serve`")
 
@@ -100,7 +116,13 @@ class RecipeBase(BaseModel):
 
     @model_validator(mode="after")
     def _workdir_writable(self):
-        if problem := unwritable(self.workdir):
+        if storage.is_remote(self.workdir):
+            protocol = self.workdir.split("://", 1)[0]
+            try:
+                fsspec.get_filesystem_class(protocol)
+            except (ImportError, ValueError) as err:  # "Install s3fs to access S3", "Protocol not known"
+                raise ValueError(f"workdir: {self.workdir}: {err}") from None
+        elif problem := unwritable(Path(self.workdir)):
             raise ValueError(f"workdir: {problem}")
         return self
 
@@ -180,7 +202,7 @@ def apply_override(raw: dict, keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(path: Path | None, overrides: list[str] = (), workdir: Path | None = None) -> RecipeBase:
+def load_config(path: Path | None, overrides: list[str] = (), workdir: str | Path | None = None) -> RecipeBase:
     """Read a YAML recipe, apply --set overrides, validate. Raises ConfigError on any mistake."""
     raw: dict = {}
     if path is not None:

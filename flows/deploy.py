@@ -54,7 +54,7 @@ def run_parameters(config: PipelineConfig) -> dict:
     return resolved.model_dump(mode="json", exclude={"schedules"})
 
 
-def deployments(config_path: Path, overrides: list[str] = (), workdir: Path | None = None) -> list[RunnerDeployment]:
+def deployments(config_path: Path, overrides: list[str] = (), workdir: str | None = None) -> list[RunnerDeployment]:
     """The three deployments of `pipeline` with the recipe's schedules. Raises ConfigError on a bad recipe."""
     config = load_config(config_path, overrides, workdir)
     built = []

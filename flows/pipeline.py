@@ -23,8 +23,9 @@ from prefect.context import TaskRunContext
 from prefect.states import Completed, State
 
 from flows.config import PipelineConfig
+from infra import storage
 from infra.progress import reporting
-from infra.ray_runtime import configure_ray
+from infra.ray_runtime import cluster_address, configure_ray, ensure_ray
 from infra.stage import Manifest, forcing
 from tasks.eval.report import headline_markdown, stage_table
 from tasks.stages import ALL, PHASES, RECIPE, Stage, stages_from, stages_in
@@ -32,8 +33,11 @@ from tasks.stages import ALL, PHASES, RECIPE, Stage, stages_from, stages_in
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(config: PipelineConfig, until: str | None = None, force: str | None = None) -> dict[str, Manifest]:
-    workdir = Path(config.workdir).resolve()
-    configure_ray(config.ray.num_cpus, config.ray.address)
+    workdir = storage.normalize(config.workdir)
+    storage.configure(config.storage.resolved())  # before Ray starts: its local workers inherit the options
+    configure_ray(config.ray.num_cpus, config.ray.address, workdir)
+    if cluster_address():  # a cluster: prove that every node can read the workdir before any stage runs
+        ensure_ray()
     done: dict[str, Manifest] = {}
     with forcing(forced_from(force)):
         for phase in PHASES:  # prepare-data -> pretrain -> finetune -> evaluate
@@ -43,7 +47,7 @@ def pipeline(config: PipelineConfig, until: str | None = None, force: str | None
     return done
 
 
-def run_phase(phase: str, config: PipelineConfig, workdir: Path, upstream: dict[str, Manifest],
+def run_phase(phase: str, config: PipelineConfig, workdir: str, upstream: dict[str, Manifest],
               until: str | None) -> dict[str, Manifest]:
     """Run the phase's stages in table order; stop after `until` (`--until pack`: the data stages only)."""
     manifests = dict(upstream)
@@ -59,7 +63,7 @@ def run_phase(phase: str, config: PipelineConfig, workdir: Path, upstream: dict[
 
 
 def phase_flow(phase: str):
-    def run_this_phase(config: PipelineConfig, workdir: Path, upstream: dict[str, Manifest],
+    def run_this_phase(config: PipelineConfig, workdir: str, upstream: dict[str, Manifest],
                        until: str | None = None) -> dict[str, Manifest]:
         return run_phase(phase, config, workdir, upstream, until)
 
@@ -69,7 +73,7 @@ def phase_flow(phase: str):
 PHASE_FLOWS = {phase: phase_flow(phase) for phase in PHASES}
 
 
-def stage_arguments(row: Stage, config: PipelineConfig, workdir: Path, manifests: dict[str, Manifest]) -> tuple:
+def stage_arguments(row: Stage, config: PipelineConfig, workdir: str, manifests: dict[str, Manifest]) -> tuple:
     """The stage table's calling convention: upstream manifests, own section, workdir, then named sections."""
     upstream = (dict(manifests),) if row.inputs == ALL else tuple(manifests[name] for name in row.inputs)
     own = (getattr(config, row.name),) if row.config is not None else ()
@@ -113,13 +117,14 @@ def file_artifacts(name: str, manifest: Manifest, positional: list) -> None:
                           description=f"{name} {manifest.fingerprint}: {'cached' if manifest.cached else 'ran'}")
     if "report" not in manifest.files:
         return
-    metrics = json.loads(manifest.file("metrics").read_text())
+    metrics = json.loads(storage.read_text(manifest.file("metrics")))
     create_markdown_artifact(key="tokenmill-report", markdown=headline_markdown(metrics, manifest.file("report")),
                              description="tokenmill evaluation headline")
     upstream = next((arg for arg in positional if isinstance(arg, dict)), {})
     create_table_artifact(key="tokenmill-stage-stats", table=stage_table(upstream | {name: manifest}),
                           description="every stage of the run")
-    create_link_artifact(key="tokenmill-report-html", link=manifest.file("report").resolve().as_uri(),
+    report = manifest.file("report")
+    create_link_artifact(key="tokenmill-report-html", link=report if storage.is_remote(report) else Path(report).as_uri(),
                          link_text="report.html", description="the full evaluation report")
 
 

@@ -4,6 +4,7 @@ Plain local paths only (the DeepSpeed ranks and Ray workers write to their own d
 imports this module too, so it needs nothing beyond the standard library.
 """
 
+import hashlib
 import json
 import os
 import uuid
@@ -46,3 +47,11 @@ def read_jsonl(path: Path, missing_ok: bool = False) -> list[dict]:
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from None
     return records
+
+
+def file_digest(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,18 +1,34 @@
 """Start or join Ray for the data stages, lazily: a run whose data stages are all cached never starts it."""
 
 import os
+import socket
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import ray
 from ray._private import ray_constants
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-_settings: dict = {"num_cpus": None, "address": None}
+from infra import storage
+
+_settings: dict = {"num_cpus": None, "address": None, "workdir": None}
 
 
-def configure_ray(num_cpus: int | None = None, address: str | None = None) -> None:
-    """Remember how to start Ray; the first stage that needs it calls ensure_ray()."""
-    _settings.update(num_cpus=num_cpus, address=address)
+class WorkdirNotShared(RuntimeError):
+    """A Ray node cannot read what the driver writes under the workdir."""
+
+
+def configure_ray(num_cpus: int | None = None, address: str | None = None, workdir: str | None = None) -> None:
+    """Remember how to start Ray; the first stage that needs it calls ensure_ray(). With a `workdir`, joining a
+    cluster first proves that every node can read what the driver writes there (`check_workdir_shared`)."""
+    _settings.update(num_cpus=num_cpus, address=address, workdir=workdir)
+
+
+def cluster_address(address: str | None = None) -> str | None:
+    """The Ray cluster this process would join, or None for a Ray of its own."""
+    address = address or _settings["address"] or os.environ.get("RAY_ADDRESS")
+    return None if address in (None, "", "local") else address
 
 
 def ensure_ray(num_cpus: int | None = None, address: str | None = None, object_store_mb: int = 512) -> None:
@@ -21,9 +37,10 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None, object_s
     if ray.is_initialized():
         return
     num_cpus = num_cpus or _settings["num_cpus"]
-    address = address or _settings["address"] or os.environ.get("RAY_ADDRESS")
-    if address and address != "local":  # RAY_ADDRESS=local is Ray's own spelling of "start one here"
+    if address := cluster_address(address):  # RAY_ADDRESS=local is Ray's own spelling of "start one here"
         ray.init(address=address, log_to_driver=True, configure_logging=False)
+        if _settings["workdir"]:
+            check_workdir_shared(_settings["workdir"])
         return
     # "local": without it ray.init joins whatever `ray start` left running on this machine
     with loopback_node():
@@ -46,3 +63,32 @@ def loopback_node() -> Iterator[None]:
         yield
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+def _read_probe(location: str) -> tuple[str, str | None]:
+    """On one node: (its host name, None) when the probe file reads back, else (host name, why not)."""
+    try:
+        return socket.gethostname(), None if storage.read_text(location) else "the file is empty"
+    except Exception as err:  # noqa: BLE001 - whatever stops the read is the answer
+        return socket.gethostname(), f"{type(err).__name__}: {err}"
+
+
+def check_workdir_shared(workdir: str) -> None:
+    """Write a file under the workdir, then read it on every alive Ray node; raise WorkdirNotShared naming the
+    nodes that cannot. A local-path workdir on a cluster whose nodes do not share that disk stops here, before
+    any stage runs, instead of failing shard by shard."""
+    probe = storage.join(workdir, ".preflight", f"{uuid.uuid4().hex}.txt")
+    storage.write_text(probe, f"written by {socket.gethostname()}")
+    try:
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        read = ray.remote(num_cpus=0)(_read_probe)
+        answers = ray.get([read.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                           .remote(probe) for n in nodes])
+    finally:
+        storage.remove(probe)
+    failed = [f"{n['NodeManagerAddress']} ({host}: {why})" for n, (host, why) in zip(nodes, answers) if why]
+    if failed:
+        hint = ("use an object-store workdir (s3://bucket/run) or a folder every node mounts"
+                if not storage.is_remote(workdir) else "give every node credentials and a route to the store")
+        raise WorkdirNotShared(f"workdir {workdir}: {len(failed)} of {len(nodes)} Ray nodes cannot read what the "
+                               f"driver writes there: {'; '.join(failed)}; {hint}")

@@ -1,9 +1,12 @@
 """The stage runner: content-addressed outputs, manifests, and writes a killed run cannot half-finish.
 
-A stage's output lives in <workdir>/<stage>/<fingerprint>/. The fingerprint hashes the
-stage name, its code version, its normalized config and its inputs' fingerprints. The
-output is built in a hidden staging folder and renamed into place only once complete,
-with manifest.json inside: a folder with a manifest is finished, anything else is not.
+A stage's output lives under <workdir>/<stage>/<fingerprint>/. The fingerprint hashes the stage
+name, its code version, its normalized config and its inputs' fingerprints. The workdir may be a
+local folder or an object-store URL (`infra/storage.py`). On a local disk an output is built in a
+hidden staging folder and renamed into place with manifest.json inside. An object store cannot
+rename a folder atomically; there every attempt writes its files under its own prefix,
+<fingerprint>/attempt-<id>/, and commits by writing <fingerprint>/manifest.json last, naming that
+attempt. Either way a fingerprint with a manifest is finished, and nothing else is ever read.
 """
 
 import errno
@@ -20,11 +23,24 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from infra import storage
+from infra.files import file_digest  # noqa: F401 - the stages' content key for local files
 
 MANIFEST = "manifest.json"
 # stages a run must rebuild even when a finished output with their fingerprint exists (`--force`)
 _FORCED: ContextVar[frozenset[str]] = ContextVar("forced_stages", default=frozenset())
+# where the attempt being built lands: Ray workers and server-side copies write there directly
+_OUTPUT: ContextVar[str | None] = ContextVar("stage_output", default=None)
+
+
+def output_location() -> str:
+    """The location (local folder or URL) of the attempt a stage is building; only inside `run_stage`."""
+    location = _OUTPUT.get()
+    if location is None:
+        raise RuntimeError("output_location() is only known while run_stage builds an output")
+    return location
 
 
 @contextmanager
@@ -41,15 +57,34 @@ class Manifest(BaseModel):
 
     stage: str
     fingerprint: str
-    path: Path
+    path: str  # <workdir>/<stage>/<fingerprint>: a local folder or a URL
+    attempt: str | None = None  # the sub-folder holding the files (None: written before attempts existed)
     counts: dict[str, int] = Field(default_factory=dict)
     stats: dict[str, Any] = Field(default_factory=dict)
-    files: dict[str, str] = Field(default_factory=dict)  # role -> path relative to `path`
+    files: dict[str, str] = Field(default_factory=dict)  # role -> path relative to `root`
     cached: bool = False
     seconds: float = 0.0
 
-    def file(self, role: str) -> Path:
-        return self.path / self.files[role]
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path_as_text(cls, path: Any) -> Any:
+        return os.fspath(path) if isinstance(path, os.PathLike) else path
+
+    @property
+    def root(self) -> str:
+        """The folder (or URL prefix) this output's files are in."""
+        return storage.join(self.path, self.attempt) if self.attempt else self.path
+
+    def file(self, role: str) -> str:
+        return storage.join(self.root, self.files[role])
+
+    def local_file(self, role: str) -> Path:
+        """The file as a local path (a node-local copy when the workdir is remote)."""
+        return storage.local_file(self.file(role))
+
+    def local_root(self) -> Path:
+        """All of the output as a local folder (a node-local copy when the workdir is remote)."""
+        return storage.local_folder(self.root)
 
 
 def fingerprint(stage: str, version: str, config: Any, inputs: list[str]) -> str:
@@ -58,49 +93,70 @@ def fingerprint(stage: str, version: str, config: Any, inputs: list[str]) -> str
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def file_digest(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
+def read_manifest(folder: str) -> Manifest | None:
+    """The committed manifest in <workdir>/<stage>/<fingerprint>, or None when that output is unfinished."""
+    location = storage.join(folder, MANIFEST)
+    if not storage.exists(location):
+        return None
+    return Manifest.model_validate_json(storage.read_text(location)).model_copy(update={"path": folder})
 
 
-def run_stage(workdir: Path, stage: str, fp: str, build: Callable[[Path], dict], resumable: bool = False) -> Manifest:
+def latest_output(workdir: str, stage: str) -> Manifest | None:
+    """The most recently committed output of `stage` under `workdir` (local or remote), or None."""
+    committed = storage.glob_manifests(storage.join(workdir, stage), MANIFEST)
+    if not committed:
+        return None
+    newest = max(committed, key=storage.modified)
+    return read_manifest(newest.rsplit("/", 1)[0])
+
+
+def run_stage(workdir: str, stage: str, fp: str, build: Callable[[Path], dict]) -> Manifest:
     """Return the finished output for `fp`, building it first if no complete one exists.
 
-    `build(folder)` writes the stage's files into `folder` and returns the manifest
-    fields it knows (counts, stats, files). A `resumable` stage (training) builds in a
-    staging folder named by the fingerprint alone and keeps it when it fails, so the next
-    run with the same fingerprint finds its checkpoints there and continues.
+    `build(folder)` writes the stage's files into a local `folder` and returns the manifest fields it knows
+    (counts, stats, files). On a local disk the output is built in a hidden staging folder and renamed into
+    place with its manifest inside; on an object store the files land under a new attempt prefix and the
+    manifest naming that attempt is written last. Either way a failed build leaves nothing a reader trusts.
     """
-    final = workdir / stage / fp
-    if (final / MANIFEST).exists() and stage not in _FORCED.get():
-        manifest = Manifest.model_validate_json((final / MANIFEST).read_text())
-        return manifest.model_copy(update={"cached": True, "path": final, "seconds": 0.0})
-    staging = workdir / stage / (f".{fp}.partial" if resumable else f".{fp}.partial-{uuid.uuid4().hex[:8]}")
-    staging.mkdir(parents=True, exist_ok=resumable)
+    folder = storage.join(workdir, stage, fp)
+    if stage not in _FORCED.get() and (done := read_manifest(folder)) is not None:
+        return done.model_copy(update={"cached": True, "seconds": 0.0})
+    remote = storage.is_remote(folder)
+    attempt = storage.new_attempt() if remote else None
+    target = storage.join(folder, attempt) if remote else storage.join(workdir, stage, f".{fp}.partial-{uuid.uuid4().hex[:8]}")
     started = time.perf_counter()
+    token = _OUTPUT.set(target)
     try:
-        fields = build(staging)
-        manifest = Manifest(stage=stage, fingerprint=fp, path=final, seconds=time.perf_counter() - started, **fields)
-        (staging / MANIFEST).write_text(manifest.model_dump_json(indent=2))
-        if (final / MANIFEST).exists() and stage not in _FORCED.get():
-            # another run finished this fingerprint meanwhile: its output is as good as ours, and may be in use
-            shutil.rmtree(staging, ignore_errors=True)
+        with storage.writing(target) as local:
+            fields = build(local)
+            manifest = Manifest(stage=stage, fingerprint=fp, path=folder, attempt=attempt,
+                                seconds=time.perf_counter() - started, **fields)
+            if not remote:
+                (local / MANIFEST).write_text(manifest.model_dump_json(indent=2))
+        if remote:
+            storage.write_text(storage.join(folder, MANIFEST), manifest.model_dump_json(indent=2))
         else:
-            if final.exists():  # a leftover without a manifest (or an output --force rebuilds): replaced
-                shutil.rmtree(final)
-            staging.rename(final)
+            commit_local(Path(target), Path(folder), stage)
     except OSError as err:
         if (reason := write_failure(err)) and not isinstance(err, OutputNotWritable):
             # pyarrow's and Ray's messages say "no space" but not where: name the folder the user must free
-            raise OutputNotWritable(f"{stage}: cannot write its output under {workdir / stage}: {reason}") from err
+            raise OutputNotWritable(f"{stage}: cannot write its output under {storage.join(workdir, stage)}: "
+                                    f"{reason}") from err
         raise
     finally:
-        if not resumable:
-            shutil.rmtree(staging, ignore_errors=True)
+        _OUTPUT.reset(token)
+        if not remote:
+            shutil.rmtree(target, ignore_errors=True)
     return manifest
+
+
+def commit_local(staging: Path, final: Path, stage: str) -> None:
+    """Rename a finished staging folder into place (one atomic step on a local disk)."""
+    if (final / MANIFEST).exists() and stage not in _FORCED.get():
+        return  # another run finished this fingerprint meanwhile: its output is as good as ours, and may be in use
+    if final.exists():  # a leftover without a manifest (or an output --force rebuilds): replaced
+        shutil.rmtree(final)
+    staging.rename(final)
 
 
 class OutputNotWritable(OSError):

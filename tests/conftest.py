@@ -13,6 +13,11 @@ os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tokenmill-test-prefect-")
 os.environ.pop("PREFECT_API_URL", None)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 
+# Prefect binds its console log handler to the stderr of the moment it first loads. `tokenmill` loads it lazily,
+# so without this the first CliRunner invocation would own it, and every later run in this process would log to
+# that invocation's closed capture stream (and recurse through Prefect's print patching).
+import prefect.main  # noqa: E402,F401 - runs Prefect's logging setup now
+
 
 @pytest.fixture(scope="session")
 def ray_local():

@@ -106,7 +106,7 @@ def test_prefect_recorded_the_run_and_its_artifacts(tiny_run, ray_local):
             return runs, found
 
     runs, artifacts = asyncio.run(query())
-    assert runs and all(r.state.is_completed() for r in runs)
+    assert runs and all(r.state.is_completed() for r in runs), [(r.name, r.state_name, r.state.message) for r in runs]
     assert {a.key for a in artifacts} == set(keys)
 
 

@@ -102,7 +102,7 @@ def test_data_deployment_runs_through_the_api(serving):
 
 def test_serve_needs_a_server(monkeypatch, repo_cwd):
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    monkeypatch.setattr("flows.server.server_api_url", lambda workdir: None)
+    monkeypatch.setattr("flows.cli.server_api_url", lambda: None)
     result = CliRunner().invoke(app, ["serve", "-c", "configs/tiny.yaml"])
     assert result.exit_code == 2 and "tokenmill server start" in result.output
 

@@ -89,18 +89,31 @@ def baseline_datasets(texts: list[str], tokenizer_path: Path, cores: int, cache:
     return time.perf_counter() - started
 
 
-def bench_data(paths: list[Path], workdir: Path, cores: int | None = None) -> dict:
-    cores = cores or os.cpu_count() or 1
+SCRATCH_MARK = ".tokenmill-bench-scratch"
+
+
+def fresh_scratch(workdir: Path) -> None:
+    """Empty `workdir` for a measurement, only if the bench made it (its mark file is there) or it is empty:
+    `--workdir ~/important` must not delete a folder that holds anything else."""
+    if workdir.exists() and any(workdir.iterdir()) and not (workdir / SCRATCH_MARK).exists():
+        raise ValueError(f"--workdir {workdir}: not a folder `tokenmill bench data` made (no {SCRATCH_MARK} in it) and "
+                         f"not empty; refusing to delete it. Name a new or empty folder.")
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
+    (workdir / SCRATCH_MARK).write_text("made by tokenmill bench data; emptied by every bench run\n")
+
+
+def bench_data(paths: list[Path], workdir: Path, cores: int | None = None) -> dict:
+    cores = cores or os.cpu_count() or 1
+    fresh_scratch(workdir)
     _, ray_seconds = timed(ensure_ray, cores)
     manifests, seconds = run_stages(paths, workdir)
     megabytes, docs = input_bytes(paths) / 1e6, manifests["ingest"].counts["docs_in"]
     stages = {name: {"seconds": s, "mb_per_s": megabytes / s, "docs_per_s": docs / s} for name, s in seconds.items()}
     total = sum(seconds.values())
 
-    ingested, deduped = shard_texts(manifests["ingest"].path), shard_texts(manifests["dedup"].path)
-    tokenizer_path = manifests["tokenizer"].file("tokenizer")
+    ingested, deduped = shard_texts(manifests["ingest"].root), shard_texts(manifests["dedup"].root)
+    tokenizer_path = manifests["tokenizer"].local_file("tokenizer")
     limit = baseline_encode_batch(deduped, tokenizer_path)
     limit_fast = baseline_encode_batch(deduped, tokenizer_path, fast=True)
     (workdir / "datasets-cache").mkdir()

@@ -18,11 +18,11 @@ from typing import Any
 import ftfy
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from infra import storage
 from infra.shard_cache import cached_map
-from infra.stage import Manifest, file_digest, fingerprint, run_stage
+from infra.stage import Manifest, fingerprint, run_stage
 from tasks.data.langid import LanguageConfig, detect_language, language_failure
 from tasks.data.pii import PII_KINDS, PiiConfig, scrub_pii
 from tasks.data.quality import (
@@ -41,6 +41,7 @@ from tasks.data.quality import (
 )
 from tasks.data.shards import (
     merge_stats,
+    read_table,
     rejected_table,
     shard_paths,
     shard_stats,
@@ -169,7 +170,7 @@ def _pii_counts(table: pa.Table) -> dict[str, int]:
 def measure_shard(item: tuple[int, str], out_dir: str, cfg: CleanConfig) -> dict:
     """Signals step for one shard: every document in, every document out, with its signals."""
     index, path = item
-    table = pq.read_table(path)
+    table = read_table(path)
     cleaned = [clean_document(raw or "", cfg) for raw in table.column("text").to_pylist()]
     table = _with_signals(table, [text for text, _ in cleaned], [signals for _, signals in cleaned])
     name = f"shard-{index:05d}"
@@ -200,7 +201,7 @@ def filter_by_thresholds(signals_table: pa.Table, cfg: CleanConfig) -> list[tupl
 def filter_shard(item: tuple[int, str], out_dir: str, cfg: CleanConfig) -> dict:
     """Filter step for one shard of the signals step's output."""
     index, path = item
-    table = pq.read_table(path)
+    table = read_table(path)
     failures = filter_by_thresholds(table, cfg)
     kept = table.filter(pa.array([failure is None for failure in failures], pa.bool_()))
     rejected_at = [i for i, failure in enumerate(failures) if failure]
@@ -215,32 +216,32 @@ def filter_shard(item: tuple[int, str], out_dir: str, cfg: CleanConfig) -> dict:
                        **_pii_counts(table))
 
 
-def per_shard(step: str, version: str, settings: dict, shard_fn, source: Path, folder: Path, workdir: Path,
+def per_shard(step: str, version: str, settings: dict, shard_fn, source: Manifest, workdir: str,
               cfg: CleanConfig) -> list[dict]:
     """Each input shard keyed by its bytes and the step's settings: when the corpus grows, only new shards run."""
-    keyed = [(fingerprint(f"{step}-shard", version, settings, [file_digest(p)]), str(p)) for p in shard_paths(source)]
-    return cached_map(shard_fn, keyed, f"clean: {step}", folder, workdir / step / ".units", cfg=cfg)
+    keyed = [(fingerprint(f"{step}-shard", version, settings, [storage.digest(p)]), p) for p in shard_paths(source.root)]
+    return cached_map(shard_fn, keyed, f"clean: {step}", storage.join(workdir, step, ".units"), cfg=cfg)
 
 
-def measure(ingested: Manifest, cfg: CleanConfig, workdir: Path) -> Manifest:
+def measure(ingested: Manifest, cfg: CleanConfig, workdir: str) -> Manifest:
     settings = signal_settings(cfg)
     fp = fingerprint("clean_signals", SIGNALS_VERSION, settings, [ingested.fingerprint])
 
     def build(folder: Path) -> dict:
-        results = per_shard("clean_signals", SIGNALS_VERSION, settings, measure_shard, ingested.path, folder, workdir, cfg)
+        results = per_shard("clean_signals", SIGNALS_VERSION, settings, measure_shard, ingested, workdir, cfg)
         counts, stats = merge_stats(results)
         return {"counts": counts, "stats": stats}
 
     return run_stage(workdir, "clean_signals", fp, build)
 
 
-def clean(ingested: Manifest, cfg: CleanConfig, workdir: Path) -> Manifest:
+def clean(ingested: Manifest, cfg: CleanConfig, workdir: str) -> Manifest:
     signals = measure(ingested, cfg, workdir)
     settings = cfg.model_dump(mode="json")
     fp = fingerprint("clean", VERSION, settings, [signals.fingerprint])
 
     def build(folder: Path) -> dict:
-        results = per_shard("clean", VERSION, settings, filter_shard, signals.path, folder, workdir, cfg)
+        results = per_shard("clean", VERSION, settings, filter_shard, signals, workdir, cfg)
         counts, stats = merge_stats(results)
         return {"counts": counts, "stats": stats | {"signals": str(signals.path)}}
 

@@ -12,20 +12,20 @@ hashed again.
 """
 
 import hashlib
+import io
 import re
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import rensa
 from pydantic import BaseModel, ConfigDict, Field
 
+from infra import storage
 from infra.ray_map import map_shards
-from infra.stage import Manifest, file_digest, fingerprint, run_stage
+from infra.stage import Manifest, fingerprint, output_location, run_stage
 from tasks.data.decontam import (
     DecontaminateConfig,
     contaminated_by,
@@ -36,6 +36,7 @@ from tasks.data.decontam import (
 from tasks.data.labelled import LabelledData
 from tasks.data.shards import (
     merge_stats,
+    read_table,
     rejected_table,
     shard_paths,
     shard_stats,
@@ -89,24 +90,23 @@ def band_keys(texts: list[str], cfg: MinHashConfig) -> np.ndarray:
 
 def hash_shard(path: str, cfg: DedupConfig, cache_dir: str) -> dict:
     """ids, exact keys and band keys of one shard; band keys come from the cache when the shard was seen before."""
-    table = pq.read_table(path, columns=["id", "text"])
+    table = read_table(path, columns=["id", "text"])
     ids, texts = table.column("id").to_pylist(), table.column("text").to_pylist()
     result = {"ids": ids, "exact": [exact_key(t) for t in texts], "bands": None, "cached": False}
     if cfg.minhash.enabled:
-        cache = Path(cache_dir) / f"{signature_key(Path(path), cfg.minhash)}.npy"
-        if cache.exists():
-            result["bands"], result["cached"] = np.load(cache), True
+        cache = storage.join(cache_dir, f"{signature_key(path, cfg.minhash)}.npy")
+        if storage.exists(cache):
+            result["bands"], result["cached"] = np.load(io.BytesIO(storage.read_bytes(cache))), True
         else:
             result["bands"] = band_keys(texts, cfg.minhash)
-            partial = cache.with_name(f".{cache.name}.{uuid.uuid4().hex[:8]}.partial")
-            with partial.open("wb") as f:
-                np.save(f, result["bands"])
-            partial.replace(cache)
+            buffer = io.BytesIO()
+            np.save(buffer, result["bands"])
+            storage.write_bytes(cache, buffer.getvalue())
     return result
 
 
-def signature_key(shard: Path, cfg: MinHashConfig) -> str:
-    return fingerprint("minhash", VERSION, cfg.model_dump(mode="json"), [file_digest(shard)])
+def signature_key(shard: str, cfg: MinHashConfig) -> str:
+    return fingerprint("minhash", VERSION, cfg.model_dump(mode="json"), [storage.digest(shard)])
 
 
 class Clusters:
@@ -154,9 +154,10 @@ def choose_duplicates(ids: list[str], exact: list[str], bands: np.ndarray | None
 
 def filter_shard(item: tuple[int, str], out_dir: str, duplicate_of: dict[str, tuple[str, str]],
                  test_ngrams: dict[int, str], ngram: int) -> dict:
-    """Drop the shard's duplicates, then documents that share an n-gram with a test text."""
+    """Drop the shard's duplicates, then documents that share an n-gram with a test text; the files land in
+    `out_dir`, a local folder or a URL."""
     index, path = item
-    table = pq.read_table(path)
+    table = read_table(path)
     reasons = {}
     for doc_id, text in zip(table.column("id").to_pylist(), table.column("text").to_pylist()):
         if doc_id in duplicate_of:
@@ -168,9 +169,10 @@ def filter_shard(item: tuple[int, str], out_dir: str, duplicate_of: dict[str, tu
     kept = table.filter(pc.invert(dropped))
     rejected = [{"id": d["id"], "text": d["text"], "source": d["source"], "reason": reasons[d["id"]][0],
                  "detail": reasons[d["id"]][1]} for d in table.filter(dropped).to_pylist()]
-    name = Path(path).stem  # the input shard's name: shard names stay stable from stage to stage
-    write_parquet_atomic(kept, Path(out_dir) / f"{name}.parquet")
-    write_parquet_atomic(rejected_table(rejected), Path(out_dir) / f"rejected-{name.removeprefix('shard-')}.parquet")
+    name = storage.name_of(path).removesuffix(".parquet")  # the input shard's name: names stay stable from stage to stage
+    with storage.writing(out_dir) as local:
+        write_parquet_atomic(kept, local / f"{name}.parquet")
+        write_parquet_atomic(rejected_table(rejected), local / f"rejected-{name.removeprefix('shard-')}.parquet")
     return shard_stats(name, table.num_rows, kept.num_rows, Counter(r["reason"] for r in rejected))
 
 
@@ -182,23 +184,22 @@ def test_texts(cfg: DecontaminateConfig, finetune_cfg: LabelledData | None = Non
     return named + [t for path in cfg.paths for t in read_texts(path, cfg.text_column)]
 
 
-def dedup(cleaned: Manifest, cfg: DedupConfig, workdir: Path, finetune: LabelledData | None = None) -> Manifest:
+def dedup(cleaned: Manifest, cfg: DedupConfig, workdir: str, finetune: LabelledData | None = None) -> Manifest:
     """`finetune` (the recipe's fine-tune settings) names the test split that decontamination protects."""
     references = test_texts(cfg.decontaminate, finetune)
     reference_digest = hashlib.sha256("\x00".join(text for _, text in references).encode()).hexdigest()
     fp = fingerprint("dedup", VERSION, cfg.model_dump(mode="json"), [cleaned.fingerprint, reference_digest])
-    cache_dir = workdir / "dedup" / ".signatures"
+    cache_dir = storage.join(workdir, "dedup", ".signatures")
 
     def build(folder: Path) -> dict:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        shards = [str(p) for p in shard_paths(cleaned.path)]
-        hashed = map_shards(hash_shard, shards, "dedup: hash", cfg=cfg, cache_dir=str(cache_dir))
+        shards = shard_paths(cleaned.root)
+        hashed = map_shards(hash_shard, shards, "dedup: hash", cfg=cfg, cache_dir=cache_dir)
         ids = [i for h in hashed for i in h["ids"]]
         exact = [k if cfg.exact else f"doc:{n}" for n, k in enumerate(k for h in hashed for k in h["exact"])]
         bands = np.concatenate([h["bands"] for h in hashed]) if cfg.minhash.enabled and hashed else None
         duplicate_of = choose_duplicates(ids, exact, bands)
         test_ngrams = reference_index(references, cfg.decontaminate.ngram)
-        per_shard = map_shards(filter_shard, list(enumerate(shards)), "dedup: filter", out_dir=str(folder),
+        per_shard = map_shards(filter_shard, list(enumerate(shards)), "dedup: filter", out_dir=output_location(),
                                duplicate_of=duplicate_of, test_ngrams=test_ngrams, ngram=cfg.decontaminate.ngram)
         counts, stats = merge_stats(per_shard)
         counts |= {"signature_shards_reused": sum(h["cached"] for h in hashed),

@@ -28,9 +28,10 @@ from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import core_schema
 
+from infra import storage
 from infra.files import partial_path
 from infra.shard_cache import cached_map
-from infra.stage import Manifest, fingerprint, run_stage
+from infra.stage import Manifest, fingerprint, output_location, run_stage
 from tasks.data.readers import (
     KINDS,
     STREAMED,
@@ -41,7 +42,13 @@ from tasks.data.readers import (
     file_kind,
     read_file,
 )
-from tasks.data.shards import REJECTED_SCHEMA, merge_stats, shard_paths, shard_stats
+from tasks.data.shards import (
+    REJECTED_SCHEMA,
+    merge_stats,
+    read_table,
+    shard_paths,
+    shard_stats,
+)
 
 VERSION = "2"
 log = logging.getLogger(__name__)
@@ -333,29 +340,29 @@ def ingest_fingerprint(cfg: IngestConfig) -> tuple[str, list[InputFile]]:
     return fingerprint("ingest", VERSION, cfg.model_dump(mode="json", exclude={"paths"}), digests), files
 
 
-def run_units(units: list[Unit], folder: Path, cfg: IngestConfig, cache_dir: Path) -> list[dict]:
+def run_units(units: list[Unit], cfg: IngestConfig, cache_dir: str) -> list[dict]:
     """Units on Ray (except those whose bytes live in this process: memory://), each memoised by its input digest:
     when files are added, only theirs are read."""
     settings = cfg.model_dump(mode="json", exclude={"paths"})
     keyed = [(fingerprint("ingest-unit", VERSION, settings, [u.digest]), u) for u in units]
-    return cached_map(ingest_unit, keyed, "ingest", folder, cache_dir, indexed=False,
+    return cached_map(ingest_unit, keyed, "ingest", cache_dir, indexed=False,
                       in_driver=lambda u: u.in_driver, cfg=cfg)
 
 
-def ingest(cfg: IngestConfig, workdir: Path) -> Manifest:
+def ingest(cfg: IngestConfig, workdir: str) -> Manifest:
     fp, files = ingest_fingerprint(cfg)
 
     def build(folder: Path) -> dict:
-        per_shard = run_units(plan_units(files, cfg), folder, cfg, workdir / "ingest" / ".units")
+        per_shard = run_units(plan_units(files, cfg), cfg, storage.join(workdir, "ingest", ".units"))
         counts, stats = merge_stats(per_shard)
-        check_unique_ids(folder)
+        check_unique_ids(output_location())
         return {"counts": counts, "stats": stats | {"num_files": len(files)}}
 
     return run_stage(workdir, "ingest", fp, build)
 
 
-def check_unique_ids(folder: Path) -> None:
-    seen = Counter(doc_id for path in shard_paths(folder) for doc_id in pq.read_table(path, columns=["id"]).column("id").to_pylist())
+def check_unique_ids(folder: str) -> None:
+    seen = Counter(doc_id for path in shard_paths(folder) for doc_id in read_table(path, columns=["id"]).column("id").to_pylist())
     duplicated = [doc_id for doc_id, n in seen.items() if n > 1]
     if duplicated:
         raise ValueError(f"document ids are not unique across the inputs, e.g. {duplicated[:3]}: set ingest.id_column")

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from infra import storage
 from infra.ray_map import map_with_actors
-from infra.shard_cache import is_complete, link_all
-from infra.stage import Manifest, file_digest, fingerprint, run_stage
+from infra.shard_cache import is_complete, unit_files, unit_record
+from infra.stage import Manifest, fingerprint, run_stage
 from infra.token_files import TokenRowWriter
 from tasks.data.shards import shard_paths
 from tasks.data.tokenize_shard import SPLITS, ShardTokenizer, is_validation  # noqa: F401 - is_validation: sft
@@ -42,27 +43,28 @@ def pack_blocks(stream_paths: list[Path], out_path: Path, seq_len: int, vocab_si
     return {"blocks": writer.num_rows, "dropped_tail_tokens": int(len(carry))}
 
 
-def tokenize_and_pack(deduped: Manifest, tokenizer: Manifest, cfg: PackConfig, workdir: Path) -> Manifest:
+def tokenize_and_pack(deduped: Manifest, tokenizer: Manifest, cfg: PackConfig, workdir: str) -> Manifest:
     fp = fingerprint("pack", VERSION, cfg.model_dump(mode="json", exclude={"num_actors"}),
                      [deduped.fingerprint, tokenizer.fingerprint])
 
     def build(folder: Path) -> dict:
-        streams = folder / "streams"
-        streams.mkdir()
-        cache_dir = workdir / "pack" / ".units"
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        cache_dir = storage.join(workdir, "pack", ".units")
         unit_cfg = {"val_fraction": cfg.val_fraction}  # what a shard's token streams depend on, besides its bytes
-        keyed = [(fingerprint("tokenize-shard", VERSION, unit_cfg, [tokenizer.fingerprint, file_digest(p)]), str(p))
-                 for p in shard_paths(deduped.path)]
+        keyed = [(fingerprint("tokenize-shard", VERSION, unit_cfg, [tokenizer.fingerprint, storage.digest(p)]), p)
+                 for p in shard_paths(deduped.root)]
         todo = [(key, path) for key, path in dict(keyed).items() if not is_complete(cache_dir, key)]
-        init = (str(tokenizer.file("tokenizer")), EOS, str(cache_dir), cfg.val_fraction)
+        init = (tokenizer.file("tokenizer"), EOS, cache_dir, cfg.val_fraction)
         if todo:
             map_with_actors(ShardTokenizer, init, "tokenize", todo, cfg.num_actors, "tokenize")
-        per_shard = [{k: v for k, v in s.items() if isinstance(v, int)}
-                     for s in link_all(keyed, {key for key, _ in todo}, streams, cache_dir)]
+        records = [unit_record(cache_dir, key) for key, _ in keyed]
+        per_shard = [{k: v for k, v in r["stats"].items() if isinstance(v, int)} for r in records]
         counts = {k: sum(s[k] for s in per_shard) for k in per_shard[0]} if per_shard else {}
+        counts["units_reused"] = len(keyed) - len(todo)
         vocab_size = tokenizer.counts["vocab_size"]
-        packed = {split: pack_blocks(sorted(streams.glob(f"{split}-*.npy")), folder / f"{split}.arrow", cfg.seq_len, vocab_size)
+        streams = [unit_files(cache_dir, key, record) for (key, _), record in zip(keyed, records)]
+        packed = {split: pack_blocks([storage.local_file(f) for files in streams for f in files
+                                      if storage.name_of(f).startswith(f"{split}-")],
+                                     folder / f"{split}.arrow", cfg.seq_len, vocab_size)
                   for split in SPLITS}
         for split, result in packed.items():
             if result["blocks"] == 0:

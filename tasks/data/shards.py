@@ -1,11 +1,13 @@
 """Shard files and per-shard stats: the units that Ray workers read and write."""
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from infra import storage
 from infra.files import atomic_write
 
 REJECTED_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()),
@@ -38,11 +40,24 @@ def merge_stats(per_shard: list[dict]) -> tuple[dict[str, int], dict]:
     return dict(counts), {"rejected_by_reason": dict(sorted(reasons.items())), "num_shards": len(per_shard)}
 
 
-def shard_paths(folder: Path, prefix: str = "shard-") -> list[Path]:
-    return sorted(folder.glob(f"{prefix}*.parquet"))
+def shard_paths(folder: str | Path, prefix: str = "shard-") -> list[str]:
+    """The shard files of a stage output (a local folder or a URL), in name order."""
+    return storage.glob(str(folder), f"{prefix}*.parquet")
 
 
-def rejected_rows(folder: Path, reason: str | None = None) -> list[dict]:
+def read_table(location: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet shard from a local path or any storage URL, streamed from the store (no local copy)."""
+    fs, path = storage.filesystem(str(location))
+    return pq.read_table(path, columns=columns, filesystem=fs)
+
+
+def iter_batches(location: str | Path, batch_size: int, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    fs, path = storage.filesystem(str(location))
+    with fs.open(path, "rb") as f:
+        yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
+
+
+def rejected_rows(folder: str | Path, reason: str | None = None) -> list[dict]:
     """Rejected documents of a stage output, optionally of one reason."""
-    rows = [r for p in sorted(folder.glob("rejected-*.parquet")) for r in pq.read_table(p).to_pylist()]
+    rows = [r for p in shard_paths(folder, "rejected-") for r in read_table(p).to_pylist()]
     return [r for r in rows if reason is None or r["reason"] == reason]

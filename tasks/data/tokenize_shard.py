@@ -10,11 +10,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
+from infra import storage
 from infra.files import atomic_write
 from infra.shard_cache import build_unit
+from tasks.data.shards import read_table
 
 SPLITS = ("train", "val")
 
@@ -31,10 +32,10 @@ def save_npy_atomic(array: np.ndarray, path: Path) -> None:
 class ShardTokenizer:
     """A Ray actor: loads the tokenizer once, then turns shards into per-split token streams (cached per shard)."""
 
-    def __init__(self, tokenizer_path: str, eos: str, cache_dir: str, val_fraction: float):
+    def __init__(self, tokenizer_location: str, eos: str, cache_dir: str, val_fraction: float):
         # one Rust thread per actor: the actors are the parallelism; a thread pool per actor over-subscribes cores
         os.environ["RAYON_NUM_THREADS"] = "1"
-        self.tokenizer = Tokenizer.from_file(tokenizer_path)
+        self.tokenizer = Tokenizer.from_file(str(storage.local_file(tokenizer_location)))
         self.eos = self.tokenizer.token_to_id(eos)
         self.dtype = np.uint16 if self.tokenizer.get_vocab_size() <= 2**16 else np.uint32
         self.cache_dir, self.val_fraction = cache_dir, val_fraction
@@ -44,7 +45,7 @@ class ShardTokenizer:
 
     def tokenize_into(self, item: tuple[int, str], out_dir: str) -> dict:
         index, path = item
-        table = pq.read_table(path, columns=["id", "text"])
+        table = read_table(path, columns=["id", "text"])
         streams: dict[str, list[int]] = {split: [] for split in SPLITS}
         docs = {split: 0 for split in SPLITS}
         encodings = self.tokenizer.encode_batch_fast(table.column("text").to_pylist())  # ids only, no offsets

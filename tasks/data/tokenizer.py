@@ -4,12 +4,11 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from infra.stage import Manifest, file_digest, fingerprint, run_stage
-from tasks.data.shards import shard_paths
+from tasks.data.shards import iter_batches, shard_paths
 
 VERSION = "1"
 EOS, PAD = "<|endoftext|>", "<|pad|>"
@@ -31,10 +30,10 @@ class TokenizerConfig(BaseModel):
         return tokens
 
 
-def iter_texts(folder: Path, batch_size: int = 256) -> Iterator[str]:
+def iter_texts(folder: str, batch_size: int = 256) -> Iterator[str]:
     """Stream texts shard by shard, batch by batch: the corpus is never all in memory."""
     for path in shard_paths(folder):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=["text"]):
+        for batch in iter_batches(path, batch_size, ["text"]):
             yield from batch.column("text").to_pylist()
 
 
@@ -68,13 +67,13 @@ def load_given(path: Path) -> Tokenizer:
     return tokenizer
 
 
-def train_tokenizer(deduped: Manifest, cfg: TokenizerConfig, workdir: Path) -> Manifest:
+def train_tokenizer(deduped: Manifest, cfg: TokenizerConfig, workdir: str) -> Manifest:
     # a given tokenizer depends on its own bytes only: a growing corpus keeps it, and the token shards already made
     inputs = [file_digest(cfg.path)] if cfg.path else [deduped.fingerprint]
     fp = fingerprint("tokenizer", VERSION, cfg.model_dump(mode="json", exclude={"path"}), inputs)
 
     def build(folder: Path) -> dict:
-        tokenizer = load_given(cfg.path) if cfg.path else train_bpe(iter_texts(deduped.path), cfg)
+        tokenizer = load_given(cfg.path) if cfg.path else train_bpe(iter_texts(deduped.root), cfg)
         save_tokenizer(tokenizer, folder)
         return {"counts": {"vocab_size": tokenizer.get_vocab_size()}, "files": {"tokenizer": "tokenizer.json"}}
 

@@ -55,8 +55,8 @@ def baselines(train_texts: list[str], train_labels: np.ndarray, test_texts: list
 
 
 def generation_samples(pretrained: Manifest, tokenizer: Manifest, cfg: EvaluateConfig) -> list[dict]:
-    model = load_gpt(pretrained.path)
-    tok = Tokenizer.from_file(str(tokenizer.file("tokenizer")))
+    model = load_gpt(pretrained.local_root())
+    tok = Tokenizer.from_file(str(tokenizer.local_file("tokenizer")))
     samples = []
     for prompt in cfg.prompts:
         ids = tok.encode(prompt).ids
@@ -72,7 +72,7 @@ def text_files(paths: list[Path]) -> list[Path]:
 
 def extra_perplexities(model, tokenizer: Manifest, cfg: EvaluateConfig, folder: Path) -> dict:
     """Perplexity on each extra text set, packed into blocks the way the training data is."""
-    tok = Tokenizer.from_file(str(tokenizer.file("tokenizer")))
+    tok = Tokenizer.from_file(str(tokenizer.local_file("tokenizer")))
     eos, width = tok.token_to_id(EOS), model.cfg.seq_len + 1
     results = {}
     for i, path in enumerate(cfg.extra_texts):
@@ -90,9 +90,9 @@ def extra_perplexities(model, tokenizer: Manifest, cfg: EvaluateConfig, folder: 
 
 def sft_metrics(tuned: Manifest, tokenizer: Manifest, cfg: EvaluateConfig) -> dict:
     """Validation loss on response tokens, and what the tuned model answers to held-out prompts."""
-    model = load_gpt(tuned.path)
-    tok = Tokenizer.from_file(str(tokenizer.file("tokenizer")))
-    prompts = json.loads(tuned.file("val_prompts").read_text())
+    model = load_gpt(tuned.local_root())
+    tok = Tokenizer.from_file(str(tokenizer.local_file("tokenizer")))
+    prompts = json.loads(tuned.local_file("val_prompts").read_text())
     answers = [{"prompt": p, "response": tok.decode(generate(model, tok.encode(p).ids[-(model.cfg.seq_len // 2):],
                                                               cfg.max_new_tokens, stop_id=tok.token_to_id(EOS)))}
                for p in prompts]
@@ -102,12 +102,12 @@ def sft_metrics(tuned: Manifest, tokenizer: Manifest, cfg: EvaluateConfig) -> di
 
 def compute_metrics(manifests: dict[str, Manifest], cfg: EvaluateConfig, folder: Path) -> dict:
     packed, pretrained, finetuned = manifests["pack"], manifests["pretrain"], manifests["finetune"]
-    lm_model = load_gpt(pretrained.path)
-    lm = perplexity(lm_model, packed.file("val"), max_blocks=cfg.max_val_blocks)
+    lm_model = load_gpt(pretrained.local_root())
+    lm = perplexity(lm_model, packed.local_file("val"), max_blocks=cfg.max_val_blocks)
     label_names = finetuned.stats["label_names"]
-    truth, predicted = predict(load_classifier(finetuned.path, len(label_names)), finetuned.file("test_arrow"))
-    train = pq.read_table(finetuned.file("train_parquet"))
-    test = pq.read_table(finetuned.file("test_parquet"))
+    truth, predicted = predict(load_classifier(finetuned.local_root(), len(label_names)), finetuned.local_file("test_arrow"))
+    train = pq.read_table(finetuned.local_file("train_parquet"))
+    test = pq.read_table(finetuned.local_file("test_parquet"))
     base = baselines(train.column("text").to_pylist(), train.column("label").to_numpy(), test.column("text").to_pylist())
     return {
         "schema_version": SCHEMA_VERSION,
@@ -130,7 +130,7 @@ def headline(metrics: dict) -> dict:
             "beats_bow_baseline": f1["model"] > f1["bow_logreg"]}
 
 
-def evaluate(manifests: dict[str, Manifest], cfg: EvaluateConfig, workdir: Path, recipe: dict) -> Manifest:
+def evaluate(manifests: dict[str, Manifest], cfg: EvaluateConfig, workdir: str, recipe: dict) -> Manifest:
     """`recipe`: the whole resolved recipe, shown in the report."""
     inputs = [m.fingerprint for m in manifests.values()]
     fp = fingerprint("evaluate", VERSION, cfg.model_dump(mode="json"), inputs)

@@ -142,6 +142,7 @@ def verdict(metrics: dict) -> str:
 
 
 REPORT_INPUTS = ("metrics.json", "manifests.json", "samples.json", "run_config.json")
+REPORT_OUTPUTS = ("report.html", "report.md")
 
 
 def save_report_inputs(folder: Path, manifests: dict[str, Manifest], samples: list[dict], run_config: dict) -> None:
@@ -165,7 +166,8 @@ def render_report(folder: Path) -> Path:
 
 
 def write_report(folder: Path, metrics: dict, manifests: dict[str, Manifest], samples: list[dict], run_config: dict) -> None:
-    runs = {name: read_jsonl(manifests[name].file("metrics")) for name in ("pretrain", "finetune", "sft") if name in manifests}
+    runs = {name: read_jsonl(manifests[name].local_file("metrics")) for name in ("pretrain", "finetune", "sft")
+            if name in manifests}
     cls = metrics["classification"]
     images = {"training": plot_training(runs), "funnel": plot_funnel(metrics["data"]),
               "confusion": plot_confusion(cls["model"]["confusion"], cls["labels"])}

@@ -12,12 +12,12 @@ from tasks.data.tokenizer import EOS, PAD
 VERSION = "1"
 
 
-def export(pretrained: Manifest, tokenizer: Manifest, workdir: Path) -> Manifest:
+def export(pretrained: Manifest, tokenizer: Manifest, workdir: str) -> Manifest:
     fp = fingerprint("export", VERSION, {}, [pretrained.fingerprint, tokenizer.fingerprint])
 
     def build(folder: Path) -> dict:
-        tok = Tokenizer.from_file(str(tokenizer.file("tokenizer")))
-        export_hf(load_gpt(pretrained.path), tokenizer.path, folder, tok.token_to_id(EOS), tok.token_to_id(PAD))
+        tok = Tokenizer.from_file(str(tokenizer.local_file("tokenizer")))
+        export_hf(load_gpt(pretrained.local_root()), tokenizer.local_root(), folder, tok.token_to_id(EOS), tok.token_to_id(PAD))
         return {"files": {"config": "config.json", "weights": "model.safetensors"}}
 
     return run_stage(workdir, "export", fp, build)

@@ -8,12 +8,12 @@ import pyarrow.parquet as pq
 from pydantic import Field
 from tokenizers import Tokenizer
 
-from infra.stage import Manifest, file_digest, fingerprint, run_stage
+from infra.stage import Manifest, file_digest, fingerprint
 from model.data import TokenRowWriter
 from model.spec import TrainConfig, TrainSpec
 from tasks.data.labelled import LabelledData, read_labelled, stratified_splits
 from tasks.data.tokenizer import PAD
-from tasks.train.launch import LaunchConfig, train_in, training_fingerprint_config
+from tasks.train.launch import LaunchConfig, run_training, training_fingerprint_config
 
 VERSION = "1"
 SPLITS = ("train", "val", "test")
@@ -63,20 +63,19 @@ def prepare_labelled(cfg: FinetuneConfig, tokenizer_path: Path, folder: Path) ->
             "counts": {f"{s}_examples": len(i) for s, i in splits.items()} | {"rejected_missing_label": len(rejected)}}
 
 
-def finetune(pretrained: Manifest, tokenizer: Manifest, cfg: FinetuneConfig, workdir: Path) -> Manifest:
+def finetune(pretrained: Manifest, tokenizer: Manifest, cfg: FinetuneConfig, workdir: str) -> Manifest:
     config = training_fingerprint_config(cfg, exclude=frozenset({"data"}))
     fp = fingerprint("finetune", VERSION, config, [pretrained.fingerprint, tokenizer.fingerprint, file_digest(cfg.data)])
 
-    def build(folder: Path) -> dict:
-        prepared = prepare_labelled(cfg, tokenizer.file("tokenizer"), folder)
-        backbone = TrainSpec.load(pretrained.file("spec")).model
-        spec = TrainSpec(objective="classify", model=backbone, train=cfg.train, train_data=str(folder / "train.arrow"),
-                         val_data=str(folder / "val.arrow"), out_dir=str(folder), init_from=str(pretrained.file("weights")),
+    def prepare(work: Path) -> tuple[TrainSpec, dict]:
+        prepared = prepare_labelled(cfg, tokenizer.local_file("tokenizer"), work)
+        backbone = TrainSpec.load(pretrained.local_file("spec")).model
+        spec = TrainSpec(objective="classify", model=backbone, train=cfg.train, train_data=str(work / "train.arrow"),
+                         val_data=str(work / "val.arrow"), out_dir=str(work), init_from=str(pretrained.local_file("weights")),
                          num_classes=len(prepared["label_names"]), class_weights=prepared["class_weights"],
                          label_names=prepared["label_names"])
         split_files = {f"{s}_{kind}": f"{s}.{kind}" for s in SPLITS for kind in ("arrow", "parquet")}
-        return train_in(folder, spec, cfg.launch, "finetune", prepared["counts"],
-                        stats={"label_names": prepared["label_names"], "positive_label": cfg.positive_label},
-                        files=split_files)
+        return spec, {"counts": prepared["counts"], "files": split_files,
+                      "stats": {"label_names": prepared["label_names"], "positive_label": cfg.positive_label}}
 
-    return run_stage(workdir, "finetune", fp, build, resumable=True)
+    return run_training(workdir, "finetune", fp, cfg.launch, prepare)

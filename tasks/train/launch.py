@@ -7,12 +7,15 @@ the step count to the progress callback, and returns the manifest fields of a tr
 
 import json
 import logging
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 import model
+from infra import storage
 from infra.files import read_jsonl
 from infra.launch import (
     deepspeed_command,
@@ -22,6 +25,7 @@ from infra.launch import (
     run_streaming,
 )
 from infra.progress import report_progress
+from infra.stage import Manifest, run_stage
 from model.spec import TrainSpec
 
 METRICS_PREFIX = "[metrics] "
@@ -38,6 +42,10 @@ class LaunchConfig(BaseModel):
     num_procs: int = Field(2, ge=1, description="ranks per node: GPUs when there are some, else CPU processes over gloo")
     hostfile: Path | None = Field(None, description="DeepSpeed hostfile for several nodes (`<host> slots=<n>` lines); "
                                                     "its slots, not num_procs, then say how many ranks run where")
+    checkpoint_dir: Path | None = Field(None, description=(
+        "POSIX folder for checkpoints and the run's working files (<dir>/<stage>/<fingerprint>); shared by the nodes "
+        "for a multi-node resume. Default: node-local, <workdir>/<stage>/.<fingerprint>.partial for a local workdir, "
+        "else under $TOKENMILL_CACHE (~/.cache/tokenmill/train)"))
 
     @field_validator("hostfile")
     @classmethod
@@ -63,12 +71,36 @@ def loss_summary(metrics: list[dict]) -> dict:
             "tokens_per_s": sum(m["tokens_per_s"] for m in train[1:]) / max(1, len(train) - 1)}
 
 
-def train_in(folder: Path, spec: TrainSpec, launch: LaunchConfig, stage: str, counts: dict, stats: dict = {},
-             files: dict = {}) -> dict:
-    """Launch `spec` with its outputs in `folder`; the manifest fields of the finished training stage."""
-    launch_training(spec, launch, folder, stage)
-    summary = loss_summary(read_jsonl(folder / TRAINING_FILES["metrics"], missing_ok=True))
-    return {"counts": counts, "stats": summary | stats, "files": TRAINING_FILES | files}
+def training_folder(workdir: str, stage: str, fp: str, launch: LaunchConfig) -> Path:
+    """Where a training run keeps its checkpoints and working files: on a POSIX disk, never the object store."""
+    if launch.checkpoint_dir is not None:
+        return launch.checkpoint_dir.absolute() / stage / fp
+    if not storage.is_remote(workdir):
+        return Path(storage.normalize(workdir)) / stage / f".{fp}.partial"
+    return storage.cache_root() / "train" / stage / fp
+
+
+def run_training(workdir: str, stage: str, fp: str, launch: LaunchConfig,
+                 prepare: Callable[[Path], tuple[TrainSpec, dict]]) -> Manifest:
+    """The training stage `stage`: `prepare(work)` writes what the run reads into the POSIX folder `work` and
+    returns (spec, manifest fields); the run checkpoints there, so a re-run after a kill resumes; its top-level
+    files (weights, metrics, log, spec, prepared data) are published to the workdir; the checkpoints are not."""
+    work = training_folder(workdir, stage, fp, launch)
+
+    def build(folder: Path) -> dict:
+        work.mkdir(parents=True, exist_ok=True)
+        spec, fields = prepare(work)
+        launch_training(spec, launch, work, stage)
+        summary = loss_summary(read_jsonl(work / TRAINING_FILES["metrics"], missing_ok=True))
+        for path in sorted(p for p in work.iterdir() if p.is_file()):
+            storage.link(str(path), str(folder / path.name))
+        return {"counts": fields.get("counts", {}), "stats": summary | fields.get("stats", {}),
+                "files": TRAINING_FILES | fields.get("files", {})}
+
+    manifest = run_stage(workdir, stage, fp, build)
+    if not manifest.cached:
+        shutil.rmtree(work, ignore_errors=True)  # published: the checkpoints have served their purpose
+    return manifest
 
 
 def launch_training(spec: TrainSpec, launch: LaunchConfig, folder: Path, description: str) -> None:

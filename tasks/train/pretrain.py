@@ -4,10 +4,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from infra.stage import Manifest, fingerprint, run_stage
+from infra.stage import Manifest, fingerprint
 from model.gpt import MODEL_SIZES, GPTConfig
 from model.spec import TrainConfig, TrainSpec
-from tasks.train.launch import LaunchConfig, train_in, training_fingerprint_config
+from tasks.train.launch import LaunchConfig, run_training, training_fingerprint_config
 
 VERSION = "1"
 
@@ -30,14 +30,13 @@ class PretrainConfig(BaseModel):
         return GPTConfig(**(fields | {"vocab_size": vocab_size, "seq_len": seq_len}))
 
 
-def pretrain(packed: Manifest, cfg: PretrainConfig, workdir: Path) -> Manifest:
-    fp = fingerprint("pretrain", VERSION, training_fingerprint_config(cfg),
-                     [packed.fingerprint])
+def pretrain(packed: Manifest, cfg: PretrainConfig, workdir: str) -> Manifest:
+    fp = fingerprint("pretrain", VERSION, training_fingerprint_config(cfg), [packed.fingerprint])
 
-    def build(folder: Path) -> dict:
+    def prepare(work: Path) -> tuple[TrainSpec, dict]:
         spec = TrainSpec(objective="lm", model=cfg.model_config_for(packed.stats["vocab_size"], packed.stats["seq_len"]),
-                         train=cfg.train, train_data=str(packed.file("train")), val_data=str(packed.file("val")),
-                         out_dir=str(folder))
-        return train_in(folder, spec, cfg.launch, "pretrain", counts={"steps": cfg.train.max_steps})
+                         train=cfg.train, train_data=str(packed.local_file("train")),
+                         val_data=str(packed.local_file("val")), out_dir=str(work))
+        return spec, {"counts": {"steps": cfg.train.max_steps}}
 
-    return run_stage(workdir, "pretrain", fp, build, resumable=True)
+    return run_training(workdir, "pretrain", fp, cfg.launch, prepare)

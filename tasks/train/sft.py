@@ -10,12 +10,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer
 
-from infra.stage import Manifest, file_digest, fingerprint, run_stage
+from infra.stage import Manifest, file_digest, fingerprint
 from model.data import TokenRowWriter
 from model.spec import TrainConfig, TrainSpec
 from tasks.data.pack import is_validation
 from tasks.data.tokenizer import EOS, PAD
-from tasks.train.launch import LaunchConfig, train_in, training_fingerprint_config
+from tasks.train.launch import LaunchConfig, run_training, training_fingerprint_config
 
 VERSION = "1"
 
@@ -80,15 +80,15 @@ def prepare_pairs(cfg: SFTConfig, tokenizer_path: Path, width: int, folder: Path
     return counts
 
 
-def sft(pretrained: Manifest, tokenizer: Manifest, cfg: SFTConfig, workdir: Path) -> Manifest:
+def sft(pretrained: Manifest, tokenizer: Manifest, cfg: SFTConfig, workdir: str) -> Manifest:
     config = training_fingerprint_config(cfg, exclude=frozenset({"data"}))
     fp = fingerprint("sft", VERSION, config, [pretrained.fingerprint, tokenizer.fingerprint, file_digest(cfg.data)])
 
-    def build(folder: Path) -> dict:
-        backbone = TrainSpec.load(pretrained.file("spec")).model
-        counts = prepare_pairs(cfg, tokenizer.file("tokenizer"), backbone.seq_len + 1, folder)
-        spec = TrainSpec(objective="sft", model=backbone, train=cfg.train, train_data=str(folder / "train.arrow"),
-                         val_data=str(folder / "val.arrow"), out_dir=str(folder), init_from=str(pretrained.file("weights")))
-        return train_in(folder, spec, cfg.launch, "sft", counts, files={"val_prompts": "val_prompts.json"})
+    def prepare(work: Path) -> tuple[TrainSpec, dict]:
+        backbone = TrainSpec.load(pretrained.local_file("spec")).model
+        counts = prepare_pairs(cfg, tokenizer.local_file("tokenizer"), backbone.seq_len + 1, work)
+        spec = TrainSpec(objective="sft", model=backbone, train=cfg.train, train_data=str(work / "train.arrow"),
+                         val_data=str(work / "val.arrow"), out_dir=str(work), init_from=str(pretrained.local_file("weights")))
+        return spec, {"counts": counts, "files": {"val_prompts": "val_prompts.json"}}
 
-    return run_stage(workdir, "sft", fp, build, resumable=True)
+    return run_training(workdir, "sft", fp, cfg.launch, prepare)

@@ -32,7 +32,9 @@ class Server:
         return f"http://127.0.0.1:{self.port}/api"
 
     def command(self, action: str, *extra: str) -> subprocess.CompletedProcess:
-        env = dict(os.environ, PREFECT_SERVER_API_AUTH_STRING=self.auth)
+        # its own Prefect home: `server start` points that home's profile at this server, and the session's other
+        # runs (which name the server with PREFECT_API_URL when they want it) must not be sent there without auth
+        env = dict(os.environ, PREFECT_SERVER_API_AUTH_STRING=self.auth, PREFECT_HOME=str(self.folder / "prefect-home"))
         return subprocess.run([str(TOKENMILL), "server", action, "--workdir", str(self.folder), *extra],
                               env=env, cwd=self.folder, capture_output=True, text=True, timeout=180)
 

@@ -42,7 +42,7 @@ def test_dedup_drops_pretraining_documents_that_hold_test_texts(ray_local, tmp_p
     cfg = DedupConfig(decontaminate=DecontaminateConfig(enabled=True, finetune_test=True, paths=[test_set]))
     finetune = FinetuneConfig(data=REPO / "data" / "sms_spam.parquet")
     manifest = dedup(write_shards(tmp_path / "in", corpus(), 3), cfg, tmp_path / "work", finetune)
-    rejected = {r["id"]: r for p in manifest.path.glob("rejected-*.parquet") for r in pq.read_table(p).to_pylist()}
+    rejected = {r["id"]: r for p in Path(manifest.root).glob("rejected-*.parquet") for r in pq.read_table(p).to_pylist()}
     assert rejected["ch09"]["reason"] == "contaminated"
     assert rejected["ch09"]["detail"] == "shares a 13-gram with eval.jsonl row 1"
     assert manifest.counts["docs_in"] == manifest.counts["kept"] + manifest.counts["rejected"]

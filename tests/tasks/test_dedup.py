@@ -90,8 +90,8 @@ def write_shards(folder: Path, docs: list[dict], num_shards: int) -> Manifest:
 
 
 def dedup_result(manifest: Manifest) -> tuple[set[str], dict[str, tuple[str, str]]]:
-    kept = {i for p in manifest.path.glob("shard-*.parquet") for i in pq.read_table(p).column("id").to_pylist()}
-    rejected = {r["id"]: (r["reason"], r["detail"]) for p in manifest.path.glob("rejected-*.parquet")
+    kept = {i for p in Path(manifest.root).glob("shard-*.parquet") for i in pq.read_table(p).column("id").to_pylist()}
+    rejected = {r["id"]: (r["reason"], r["detail"]) for p in Path(manifest.root).glob("rejected-*.parquet")
                 for r in pq.read_table(p).to_pylist()}
     return kept, rejected
 

@@ -1,5 +1,6 @@
 import gzip
 import json
+from pathlib import Path
 
 import fsspec
 import pyarrow as pa
@@ -144,8 +145,8 @@ def test_memory_urls_run_in_the_driver_and_shards_are_named_by_their_input(tmp_p
     finally:
         memory.rm("/ingest-test", recursive=True)
     assert [r["id"] for r in kept_rows(second)] == ["feed/a.jsonl#L1", "feed/b.jsonl#L1", "feed/c.jsonl#L1"]
-    old_names = {p.name for p in shard_paths(first.path)}
-    assert first.fingerprint != second.fingerprint and old_names < {p.name for p in shard_paths(second.path)}
+    old_names = {Path(p).name for p in shard_paths(first.root)}
+    assert first.fingerprint != second.fingerprint and old_names < {Path(p).name for p in shard_paths(second.root)}
 
 
 def test_fingerprint_follows_content_not_path_form(tmp_path):

@@ -25,8 +25,8 @@ def test_finished_stage_is_reused_and_reported_cached(tmp_path):
     second = run_stage(tmp_path, "demo", "fp1", build)
     assert len(calls) == 1
     assert not first.cached and second.cached
-    assert second.file("out").read_text() == "hello"
-    assert second.path == tmp_path / "demo" / "fp1"
+    assert Path(second.file("out")).read_text() == "hello"
+    assert second.path == str(tmp_path / "demo" / "fp1")
 
 
 def test_failed_build_leaves_nothing_that_a_rerun_trusts(tmp_path):
@@ -52,20 +52,12 @@ def test_output_without_manifest_is_rebuilt(tmp_path):
     assert not (leftover / "stale.txt").exists()
 
 
-def test_a_resumable_stage_keeps_its_staging_folder_after_a_failure_and_reuses_it(tmp_path):
-    seen = []
+def test_training_works_in_a_posix_folder_that_outlives_a_failed_attempt(tmp_path):
+    from tasks.train.launch import LaunchConfig, training_folder
 
-    def crash(folder: Path) -> dict:
-        (folder / "checkpoint").write_text("step 10")
-        raise RuntimeError("killed")
-
-    def finish(folder: Path) -> dict:
-        seen.append((folder / "checkpoint").read_text())  # the failed attempt's work is still there
-        return {"counts": {"steps": 20}}
-
-    with pytest.raises(RuntimeError):
-        run_stage(tmp_path, "pretrain", "fp1", crash, resumable=True)
-    assert not (tmp_path / "pretrain" / "fp1").exists()  # nothing trusted
-    manifest = run_stage(tmp_path, "pretrain", "fp1", finish, resumable=True)
-    assert seen == ["step 10"] and manifest.counts == {"steps": 20}
-    assert [p.name for p in (tmp_path / "pretrain").iterdir()] == ["fp1"]
+    local = training_folder(str(tmp_path), "pretrain", "fp1", LaunchConfig())
+    assert local == tmp_path / "pretrain" / ".fp1.partial"  # beside its output, hidden: a kill leaves it for resume
+    named = training_folder("s3://bucket/run", "pretrain", "fp1", LaunchConfig(checkpoint_dir=tmp_path / "shared"))
+    assert named == tmp_path / "shared" / "pretrain" / "fp1"  # a shared disk the recipe names: multi-node resume
+    remote = training_folder("s3://bucket/run", "pretrain", "fp1", LaunchConfig())
+    assert "://" not in str(remote) and remote.parts[-3:] == ("train", "pretrain", "fp1")  # node-local, never the store
