@@ -125,7 +125,7 @@ def test_a_ray_worker_killed_mid_shard_is_retried_to_the_same_bytes(ray_local, t
     assert stats == expected
     visible = {name: digest for name, digest in content_hashes(ray_dir).items() if not name.startswith(".")}
     assert visible == content_hashes(expected_dir)
-    assert [p.name for p in shard_paths(ray_dir)] == ["shard-00000.parquet", "shard-00001.parquet",
+    assert [Path(p).name for p in shard_paths(ray_dir)] == ["shard-00000.parquet", "shard-00001.parquet",
                                                       "shard-00002.parquet"]  # what the next stage reads
 
 
@@ -233,7 +233,7 @@ def test_a_run_that_finishes_a_stage_second_keeps_the_first_runs_output(tmp_path
 
     def slow_build(folder: Path) -> dict:
         first = run_stage(tmp_path, "demo", "fp1", build("identical bytes"))  # the other run, finishing meanwhile
-        reader = first.file("out").open()  # its next stage starts reading
+        reader = Path(first.file("out")).open()  # its next stage starts reading
         (folder / "out.txt").write_text("identical bytes")
         slow_build.reader = reader
         return {"files": {"out": "out.txt"}}
@@ -241,6 +241,6 @@ def test_a_run_that_finishes_a_stage_second_keeps_the_first_runs_output(tmp_path
     second = run_stage(tmp_path, "demo", "fp1", slow_build)
     assert slow_build.reader.read() == "identical bytes"
     assert os.fstat(slow_build.reader.fileno()).st_nlink == 1  # the file being read is still the live output
-    assert second.file("out").read_text() == "identical bytes"
+    assert Path(second.file("out")).read_text() == "identical bytes"
     assert [p.name for p in (tmp_path / "demo").iterdir()] == ["fp1"]  # no staging folder left behind
     slow_build.reader.close()
