@@ -1,12 +1,21 @@
 """Storage is a URL: the storage layer against a real S3 API (moto's server on 127.0.0.1), and the tiny recipe end
 to end with its workdir in a bucket, byte for byte the same data as on a local disk, its secrets nowhere."""
 
+import functools
+import os
+import random
+import secrets
+import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from infra import storage
+from infra.launch import free_port
 from infra.stage import MANIFEST, latest_output, run_stage
 from tests.s3_server import S3Server, with_env
 
@@ -134,3 +143,96 @@ def test_recipe_storage_options_are_secret_in_dumps():
     options = StorageConfig(options={"secret": "s3cr3t-value", "endpoint_url": "http://127.0.0.1:9"})
     assert "s3cr3t-value" not in str(options.model_dump(mode="json")) + repr(options)
     assert options.resolved()["secret"] == "s3cr3t-value"
+
+
+# ---- two nodes that share no disk ------------------------------------------------------------------------------
+
+NEEDS = [shutil.which(tool) for tool in ("ip", "unshare", "mount")]
+
+
+@pytest.fixture(scope="module")
+def isolated_cluster(tmp_path_factory):
+    """A Ray head (0 CPUs: it runs no task) and a worker node in a network namespace of its own, joined by a veth
+    pair, in a mount namespace whose view of this test's folder is an empty tmpfs: every task runs on a node that
+    cannot see the driver's files. The S3 server listens on the head's side of the pair. Ray token auth is on."""
+    if os.geteuid() != 0 or not all(NEEDS):
+        pytest.skip("needs root and ip/unshare/mount to build a node that cannot see the driver's disk")
+    net = random.randrange(1, 250)
+    name, host, peer = f"tm{os.getpid() % 100000}", f"10.213.{net}.1", f"10.213.{net}.2"
+    hidden = tmp_path_factory.mktemp("driver-only")
+    sh = functools.partial(subprocess.run, check=True, capture_output=True, timeout=30)
+    sh(["ip", "netns", "add", name])
+    processes = []
+    try:
+        sh(["ip", "link", "add", f"{name}h", "type", "veth", "peer", "name", f"{name}w"])
+        sh(["ip", "link", "set", f"{name}w", "netns", name])
+        sh(["ip", "addr", "add", f"{host}/24", "dev", f"{name}h"])
+        sh(["ip", "link", "set", f"{name}h", "up"])
+        for command in (["ip", "addr", "add", f"{peer}/24", "dev", f"{name}w"], ["ip", "link", "set", f"{name}w", "up"],
+                        ["ip", "link", "set", "lo", "up"]):
+            sh(["ip", "netns", "exec", name, *command])
+        s3 = S3Server(host=host).start()
+        processes.append(s3)
+        env = s3.env() | {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
+                          "PREFECT_HOME": str(hidden / "prefect"), storage.CACHE_ENV: str(hidden / "cache")}
+        ray = str(Path(sys.executable).with_name("ray"))
+        port = free_port()
+        head = subprocess.Popen([ray, "start", "--head", "--block", "--num-cpus=0", f"--node-ip-address={host}",
+                                 f"--port={port}", "--include-dashboard=false"], env=with_env(env),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        processes.append(head)
+        time.sleep(6)
+        join = (f"mount -t tmpfs tmpfs {hidden} && exec {ray} start --address={host}:{port} --num-cpus=2 "
+                f"--node-ip-address={peer} --block")
+        worker = subprocess.Popen(["ip", "netns", "exec", name, "unshare", "--mount", "--propagation", "private",
+                                   "sh", "-c", join], env=with_env(env), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        processes.append(worker)
+        s3.make_bucket("cluster")
+        yield f"{host}:{port}", env, hidden
+    finally:
+        for process in reversed(processes):
+            stop(process)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        subprocess.run(["ip", "link", "del", f"{name}h"], capture_output=True)
+
+
+def stop(process: "subprocess.Popen | S3Server") -> None:
+    if isinstance(process, S3Server):
+        process.stop()
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):  # `ray start --block` stops its node on SIGTERM; else force it
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(timeout=10)
+            return
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            continue
+
+
+def test_data_stages_on_a_node_that_cannot_see_the_driver_match_a_single_node_run(isolated_cluster, s3_run,
+                                                                                   monkeypatch):
+    address, env, hidden = isolated_cluster
+    _, _, local, scratch = s3_run
+    assert local.returncode == 0
+    run = tokenmill("run", "-c", "configs/tiny.yaml", "--until", "pack", "--workdir", "s3://cluster/run",
+                    "--ray-address", address, env=env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    logs = (run.stdout + run.stderr).replace("\n", " ")
+    assert "ingest: 5 units on 1 Ray node(s)" in logs  # the head runs nothing: the isolated node did it all
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    storage.configure({})
+    assert output_bytes("s3://cluster/run") == output_bytes(str(scratch / "local"))
+
+
+def test_a_local_workdir_on_a_cluster_that_cannot_see_it_stops_before_any_stage(isolated_cluster):
+    address, env, hidden = isolated_cluster
+    work = hidden / "work"
+    run = tokenmill("run", "-c", "configs/tiny.yaml", "--until", "pack", "--workdir", str(work),
+                    "--ray-address", address, env=env)
+    assert run.returncode == 1
+    said = (run.stdout + run.stderr).replace("\n", "")
+    assert f"workdir {work}: 1 of 2 Ray nodes cannot read what the driver writes there" in said
+    assert "use an object-store workdir" in said
+    assert not (work / "ingest").exists()  # stopped before the first stage
