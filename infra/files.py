@@ -8,8 +8,9 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 def partial_path(path: Path) -> Path:
@@ -32,21 +33,22 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda partial: partial.write_text(text))
 
 
-def read_jsonl(path: Path, missing_ok: bool = False) -> list[dict]:
-    """One record per non-blank line; a bad line raises ValueError naming `file:line`."""
-    path = Path(path)
-    if missing_ok and not path.exists():
-        return []
-    records = []
-    with path.open(encoding="utf-8") as f:
+def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, record) per non-blank line; a bad line raises ValueError naming `file:line`."""
+    with Path(path).open(encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                yield number, json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from None
-    return records
+
+
+def read_jsonl(path: Path, missing_ok: bool = False) -> list[dict]:
+    if missing_ok and not Path(path).exists():
+        return []
+    return [record for _, record in iter_jsonl(path)]
 
 
 def file_digest(path: Path, chunk_size: int = 1 << 20) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer
 
+from infra.files import iter_jsonl
 from infra.stage import Manifest, file_digest, fingerprint
 from model.data import TokenRowWriter
 from model.spec import TrainConfig, TrainSpec
@@ -33,18 +34,11 @@ class SFTConfig(BaseModel):
 def read_pairs(path: Path, cfg: SFTConfig) -> list[tuple[str, str]]:
     """(prompt, response) pairs; a malformed line is an error that names file and line."""
     pairs = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from None
-            prompt, response = record.get(cfg.prompt_field), record.get(cfg.response_field)
-            if not isinstance(prompt, str) or not isinstance(response, str):
-                raise ValueError(f"{path}:{number}: needs string fields {cfg.prompt_field!r} and {cfg.response_field!r}")
-            pairs.append((prompt, response))
+    for number, record in iter_jsonl(path):
+        prompt, response = (record.get(cfg.prompt_field), record.get(cfg.response_field)) if isinstance(record, dict) else (None, None)
+        if not isinstance(prompt, str) or not isinstance(response, str):
+            raise ValueError(f"{path}:{number}: needs string fields {cfg.prompt_field!r} and {cfg.response_field!r}")
+        pairs.append((prompt, response))
     if not pairs:
         raise ValueError(f"{path}: no prompt/response pairs")
     return pairs
