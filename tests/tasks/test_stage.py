@@ -61,3 +61,17 @@ def test_training_works_in_a_posix_folder_that_outlives_a_failed_attempt(tmp_pat
     assert named == tmp_path / "shared" / "pretrain" / "fp1"  # a shared disk the recipe names: multi-node resume
     remote = training_folder("s3://bucket/run", "pretrain", "fp1", LaunchConfig())
     assert "://" not in str(remote) and remote.parts[-3:] == ("train", "pretrain", "fp1")  # node-local, never the store
+
+def test_bench_data_empties_only_a_folder_it_made(tmp_path):
+    from tasks.bench.data_prep import SCRATCH_MARK, fresh_scratch
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    with pytest.raises(ValueError, match="refusing to delete it"):
+        fresh_scratch(precious)
+    assert (precious / "thesis.tex").exists()
+    fresh_scratch(tmp_path / "scratch")  # a new folder: made and marked
+    (tmp_path / "scratch" / "old-result.json").write_text("{}")
+    fresh_scratch(tmp_path / "scratch")  # marked as ours: emptied
+    assert sorted(p.name for p in (tmp_path / "scratch").iterdir()) == [SCRATCH_MARK]
