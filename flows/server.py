@@ -100,6 +100,16 @@ def profile_api_url(url: str | None = None, name: str | None = None, write: bool
     return name, profiles[name].settings.get(PREFECT_API_URL) if name in profiles.names else None
 
 
+def pid_alive(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text().strip() or 0), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return int(pid_file.read_text().strip() or 0) > 0
+
+
 def launch(home: Path, host: str, port: int, env: dict[str, str], timeout: float) -> str | None:
     """`prefect server start` detached; None once it answers /health, else why it did not (and it is gone)."""
     home.mkdir(parents=True, exist_ok=True)
@@ -139,6 +149,8 @@ def start(
     if state and health_ok(state["api_url"], timeout=1.0):
         console.print(f"already running: PREFECT_API_URL={state['api_url']}; `tokenmill server stop` stops it")
         return
+    if (home / "server.pid").exists() and not pid_alive(home / "server.pid"):
+        (home / "server.pid").unlink()  # left by a server that died without `stop`: nothing to protect
     if (home / "server.pid").exists():
         fail(f"{home / 'server.pid'} names a server started before: `tokenmill server stop` first", 1)
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:  # else /health answers another

@@ -71,7 +71,8 @@ def _filesystem(protocol: str, options_json: str) -> fsspec.AbstractFileSystem:
     options = json.loads(options_json) if protocol not in ("file", "local") else {}
     if protocol == "s3" and "endpoint_url" in options:  # s3fs takes the endpoint inside client_kwargs
         options.setdefault("client_kwargs", {})["endpoint_url"] = options.pop("endpoint_url")
-    return fsspec.filesystem(protocol, **options)
+    # our own cache (cleared by `configure`) decides reuse: fsspec's would keep an instance built for older settings
+    return fsspec.filesystem(protocol, skip_instance_cache=True, **options)
 
 
 def filesystem(location: str) -> tuple[fsspec.AbstractFileSystem, str]:
