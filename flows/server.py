@@ -8,9 +8,11 @@ the command exits, and the server dies at its next log line. We start the same c
 PREFECT_HOME/server.log, its pid in Prefect's own PREFECT_HOME/server.pid, where `prefect server stop` looks.
 """
 
+import contextlib
 import ipaddress
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -187,6 +189,8 @@ def start(
 @server_app.command()
 def stop(workdir: Path | None = IGNORED_WORKDIR) -> None:
     """Stop the background server (`prefect server stop`) and restore the profile's previous PREFECT_API_URL."""
+    pid_file = prefect_home() / "server.pid"
+    pid = int(pid_file.read_text().strip() or 0) if pid_file.exists() else 0
     done = subprocess.run([sys.executable, "-m", "prefect", "server", "stop"], capture_output=True, text=True,
                           check=False)
     console.print(escape((done.stdout + done.stderr).strip()))
@@ -202,6 +206,10 @@ def stop(workdir: Path | None = IGNORED_WORKDIR) -> None:
     deadline = time.monotonic() + 20  # until it lets go of its port
     while health_ok(state["api_url"], timeout=1.0) and time.monotonic() < deadline:
         time.sleep(0.3)
+    if pid and health_ok(state["api_url"], timeout=1.0):  # SIGTERM not enough (a browser kept a connection open)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # it runs in a session of its own: its group is the server alone
+    pid_file.unlink(missing_ok=True)
 
 
 @server_app.command()
