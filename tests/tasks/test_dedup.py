@@ -7,13 +7,18 @@ import pyarrow.parquet as pq
 
 from infra.stage import Manifest
 from tasks.data.dedup import (
+    BANDS,
+    EXACT,
     DedupConfig,
     MinHashConfig,
     band_keys,
-    choose_duplicates,
+    candidate_pairs,
     dedup,
+    exact_drops,
     exact_key,
     filter_shard,
+    signatures,
+    similarity,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,28 +40,34 @@ def test_exact_key_folds_case_and_whitespace():
 
 
 def test_exact_representative_is_the_smallest_id_whatever_the_order():
-    pairs = [("b", "k1"), ("a", "k1"), ("c", "k2"), ("d", "k1"), ("e", "k2")]
-    expected = {"b": ("exact_duplicate", "a"), "d": ("exact_duplicate", "a"), "e": ("exact_duplicate", "c")}
-    for _ in range(5):
-        random.shuffle(pairs)
-        ids, keys = [p[0] for p in pairs], [p[1] for p in pairs]
-        assert choose_duplicates(ids, keys, None) == expected
+    rows = [("b", 1), ("a", 1), ("c", 2), ("d", 1), ("e", 2)]
+    for seed in range(5):
+        shuffled = random.Random(seed).sample(rows, len(rows))
+        table = pa.table({"key": [k for _, k in shuffled], "key2": [0] * 5, "id": [i for i, _ in shuffled],
+                          "shard": [0] * 5}, schema=EXACT)
+        drops = exact_drops(table).to_pylist()
+        assert {d["id"]: d["of"] for d in drops} == {"b": "a", "d": "a", "e": "c"}
 
 
 def test_minhash_bands_match_for_a_near_duplicate_and_not_for_other_text():
     one, two = chapters(2)
-    keys = band_keys([one, edited(one), two], MinHashConfig())
-    assert keys.shape == (3, 14) and keys.dtype == np.uint64
+    cfg = MinHashConfig()
+    sigs = signatures([one, edited(one), two], cfg)
+    keys = band_keys(sigs, cfg)
+    assert sigs.shape == (3, 112) and keys.shape == (3, 14) and keys.dtype == np.uint64
     assert (keys[0] == keys[1]).any()  # shares at least one band: a candidate pair
     assert not (keys[0] == keys[2]).any()
+    assert similarity(sigs[:1], sigs[1:2])[0] > 0.7 > similarity(sigs[:1], sigs[2:])[0]
 
 
-def test_near_duplicates_cluster_to_the_smallest_id():
-    one, two, three = chapters(3)
-    texts = {"d": edited(one, 100), "b": one, "c": edited(one), "a": two, "e": three}
-    ids = list(texts)
-    dups = choose_duplicates(ids, [exact_key(t) for t in texts.values()], band_keys(list(texts.values()), MinHashConfig()))
-    assert dups == {"c": ("near_duplicate", "b"), "d": ("near_duplicate", "b")}
+def test_candidates_pair_each_bucket_member_with_the_anchors_and_its_predecessor():
+    members = [f"d{i}" for i in range(7)]
+    table = pa.table({"band": [0] * 7 + [1, 1], "key": [9] * 7 + [5, 6], "id": members + ["d0", "d1"],
+                      "shard": [0] * 9, "row": list(range(9))}, schema=BANDS)
+    pairs = {(p["a_id"], p["b_id"]) for p in candidate_pairs(table, anchors=2).to_pylist()}
+    # anchors d0 and d1 meet everyone; later members meet their predecessor; band 1's keys differ: no pair
+    assert pairs == {("d0", f"d{i}") for i in range(1, 7)} | {("d1", f"d{i}") for i in range(2, 7)} \
+        | {("d2", "d3"), ("d3", "d4"), ("d4", "d5"), ("d5", "d6")}
 
 
 def test_filter_shard_records_what_each_duplicate_duplicates(tmp_path):
@@ -96,11 +107,12 @@ def dedup_result(manifest: Manifest) -> tuple[set[str], dict[str, tuple[str, str
     return kept, rejected
 
 
-def test_result_does_not_depend_on_shard_count_and_signatures_are_reused(ray_local, tmp_path):
+def test_result_does_not_depend_on_shard_or_partition_count_and_signatures_are_reused(ray_local, tmp_path):
     results = []
     for num_shards in (1, 3, 7):
         inputs = write_shards(tmp_path / f"in-{num_shards}", corpus(), num_shards)
-        manifest = dedup(inputs, DedupConfig(), tmp_path / "work")
+        # as many exchange partitions as shards: 1, 3 and 7 workers' worth of buckets
+        manifest = dedup(inputs, DedupConfig(partitions=num_shards), tmp_path / "work")
         assert manifest.counts["docs_in"] == manifest.counts["kept"] + manifest.counts["rejected"] == 27
         results.append(dedup_result(manifest))
     assert results[0] == results[1] == results[2]
@@ -114,3 +126,28 @@ def test_result_does_not_depend_on_shard_count_and_signatures_are_reused(ray_loc
     # the same shards again under another dedup setting that keeps MinHash as is: band keys come from the cache
     again = dedup(write_shards(tmp_path / "again", corpus(), 7), DedupConfig(exact=False), tmp_path / "work")
     assert again.counts["signature_shards_reused"] == 7 and again.counts["signature_shards_computed"] == 0
+
+
+def half_shared(texts: list[str]) -> str:
+    """The first half of one chapter's words and the second half of another's: similar, but not a duplicate."""
+    one, two = texts[0].split(), texts[1].split()
+    return " ".join(one[: len(one) // 2] + two[len(two) // 2 :])
+
+
+def test_candidates_that_collide_but_are_not_similar_stay(ray_local, tmp_path):
+    texts = chapters(4)
+    docs = [{"id": "a", "text": texts[0], "source": "t"}, {"id": "b", "text": half_shared(texts), "source": "t"},
+            {"id": "c", "text": texts[2], "source": "t"}, {"id": "d", "text": edited(texts[2]), "source": "t"}]
+    # 56 bands of 2 rows: documents about a third alike almost surely share a band, but 0.7 of the
+    # signature they do not share
+    cfg = DedupConfig(minhash=MinHashConfig(bands=56, rows=2))
+    manifest = dedup(write_shards(tmp_path / "in", docs, 2), cfg, tmp_path / "work")
+    kept, rejected = dedup_result(manifest)
+    assert kept == {"a", "b", "c"} and rejected == {"d": ("near_duplicate", "duplicate of c")}
+    counts = manifest.counts
+    assert counts["candidate_pairs"] >= 2 and counts["verified_pairs"] == 1
+    assert counts["candidates_rejected_pct"] == round(100 * (1 - 1 / counts["candidate_pairs"]), 2)
+    # without verification (threshold 0) the chance collision would have dropped b
+    loose = dedup(write_shards(tmp_path / "in-loose", docs, 2), cfg.model_copy(
+        update={"minhash": MinHashConfig(bands=56, rows=2, threshold=0)}), tmp_path / "work")
+    assert "b" in dedup_result(loose)[1]
