@@ -103,3 +103,9 @@ def map_with_actors(actor_cls: type, init_args: tuple, method: str, items: Seque
     for actor in actors:
         ray.kill(actor)
     return results
+
+
+def cluster_cpus() -> int:
+    """The CPUs of the Ray cluster (started or joined if need be): how many tasks or actors can run at once."""
+    ensure_ray()
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -82,6 +82,14 @@ class Manifest(BaseModel):
         """The file as a local path (a node-local copy when the workdir is remote)."""
         return storage.local_file(self.file(role))
 
+    def roles(self, prefix: str) -> list[str]:
+        """The roles starting with `prefix`, in order: the shards of a split (`train-00000`, `train-00001`, ...)."""
+        return sorted(role for role in self.files if role.startswith(prefix))
+
+    def local_files(self, prefix: str) -> list[Path]:
+        """The files of `roles(prefix)` as local paths (node-local copies when the workdir is remote)."""
+        return [self.local_file(role) for role in self.roles(prefix)]
+
     def local_root(self) -> Path:
         """All of the output as a local folder (a node-local copy when the workdir is remote)."""
         return storage.local_folder(self.root)

@@ -1,12 +1,13 @@
 """Token files: where the data stages and the trainer meet, as memory-mapped Arrow IPC streams.
 
-LM blocks: one column `tokens`, fixed_size_list<uint16|uint32>[seq_len + 1].
+LM blocks: one column `tokens`, fixed_size_list<uint16|uint32>[seq_len + 1], one file per pack unit.
 Labelled sets: `tokens` (fixed-size, padded), `length`, `label`.
 SFT pairs: `tokens` (prompt + response + EOS, padded to seq_len + 1), `prompt_length`, `length`.
 Files are Arrow IPC streams, the format `datasets.Dataset.from_file` memory-maps too. numpy and
 pyarrow only: the data wing writes them without importing torch.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +25,24 @@ def read_fixed_tokens(path: Path | str) -> list[np.ndarray]:
     return views
 
 
-class TokenArrays:
-    """Row access across the record batches of a memory-mapped Arrow file."""
+def read_int_column(path: Path | str, name: str) -> np.ndarray:
+    return pa.ipc.open_stream(pa.memory_map(str(path), "r")).read_all().column(name).to_numpy()
 
-    def __init__(self, path: Path | str, extra_columns: tuple[str, ...] = ()):
-        self.parts = read_fixed_tokens(path)
+
+class TokenArrays:
+    """Row access across memory-mapped Arrow token files (one path, or the shards of a split) and their record
+    batches: global row i is row i - offsets[p] of part p, the record batch whose offsets hold it."""
+
+    def __init__(self, paths: Path | str | Sequence[Path | str], extra_columns: tuple[str, ...] = ()):
+        files = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        if not files:
+            raise ValueError("TokenArrays: no token files given")
+        self.parts = [view for path in files for view in read_fixed_tokens(path)]
+        widths = {p.shape[1] for p in self.parts}
+        if len(widths) > 1:
+            raise ValueError(f"token files {[str(f) for f in files]} mix row widths {sorted(widths)}")
         self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
-        table = pa.ipc.open_stream(pa.memory_map(str(path), "r")).read_all() if extra_columns else None
-        self.extra = {name: table.column(name).to_numpy() for name in extra_columns} if table else {}
+        self.extra = {name: np.concatenate([read_int_column(path, name) for path in files]) for name in extra_columns}
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -68,3 +79,4 @@ class TokenRowWriter:
     def close(self) -> None:
         self.writer.close()
         self.sink.close()
+

@@ -12,8 +12,9 @@ from model.gpt import GPT, GPTClassifier
 
 
 @torch.no_grad()
-def perplexity(model: GPT, blocks_path: Path, batch_size: int = 16, max_blocks: int | None = None) -> dict:
-    blocks = TokenArrays(blocks_path)
+def perplexity(model: GPT, blocks_paths: Path | list[Path], batch_size: int = 16, max_blocks: int | None = None) -> dict:
+    """Over the first `max_blocks` blocks of one token file or of a split's shards, in order."""
+    blocks = TokenArrays(blocks_paths)
     num_blocks = len(blocks) if max_blocks is None else min(len(blocks), max_blocks)
     total_loss, total_tokens = 0.0, 0
     for start in range(0, num_blocks, batch_size):

@@ -47,8 +47,9 @@ class TrainSpec:
     objective: Literal["lm", "classify", "sft"]
     model: GPTConfig
     train: TrainConfig
-    train_data: str
-    val_data: str
+    # one token file, or the shards of a split (pack writes one file per unit); read as one sequence of rows
+    train_data: str | list[str]
+    val_data: str | list[str]
     out_dir: str
     init_from: str | None = None  # safetensors of a pretrained GPT backbone
     num_classes: int = 0

@@ -1,46 +1,45 @@
-"""Tokenize on Ray (one actor per worker loads the tokenizer once) and pack fixed-length blocks.
+"""Tokenize on Ray (one actor per worker loads the tokenizer once) and pack fixed-length blocks, shard by shard.
 
 Each document ends with EOS. Documents go to train or validation by a hash of their id
 (not by block), so no document straddles the split. Blocks hold seq_len + 1 tokens: the
-trainer reads inputs [:-1] and targets [1:].
+trainer reads inputs [:-1] and targets [1:]. Each shard is packed on its own into
+`train-NNNNN.arrow` / `val-NNNNN.arrow` (its tail that fills no block is dropped and counted),
+so the driver never holds or concatenates tokens; the manifest names every block file, one
+role per file (`train-00003`), and `packed.roles("train-")` lists a split's roles in shard order.
 """
 
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from infra import storage
-from infra.ray_map import map_with_actors
-from infra.shard_cache import is_complete, unit_files, unit_record
+from infra.ray_map import cluster_cpus, map_with_actors
+from infra.shard_cache import is_complete, link_all
 from infra.stage import Manifest, fingerprint, run_stage
-from infra.token_files import TokenRowWriter
 from tasks.data.shards import shard_paths
 from tasks.data.tokenize_shard import SPLITS, ShardTokenizer, is_validation  # noqa: F401 - is_validation: sft
 from tasks.data.tokenizer import EOS
 
-VERSION = "1"
+VERSION = "2"
 
 
 class PackConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seq_len: int = Field(128, ge=8, le=65536, description="tokens the model sees per sequence")
     val_fraction: float = Field(0.05, gt=0, lt=1, description="share of documents (by id hash) held out")
-    num_actors: int = Field(2, ge=1, description="Ray actors that tokenize in parallel")
+    num_actors: int | None = Field(None, ge=1, description="Ray actors that tokenize in parallel; None: one per CPU "
+                                                           "the Ray cluster reports (never more than the shards to do)")
 
 
-def pack_blocks(stream_paths: list[Path], out_path: Path, seq_len: int, vocab_size: int) -> dict:
-    """Concatenate token streams shard by shard into blocks of seq_len + 1; the tail that fills no block is dropped."""
-    width = seq_len + 1
-    writer = TokenRowWriter(out_path, width, vocab_size)
-    carry = np.zeros(0, dtype=np.uint32)
-    for path in stream_paths:
-        tokens = np.concatenate([carry, np.load(path, allow_pickle=False).astype(np.uint32)])
-        num_full = len(tokens) // width
-        writer.write(tokens[: num_full * width].reshape(num_full, width))
-        carry = tokens[num_full * width :]
-    writer.close()
-    return {"blocks": writer.num_rows, "dropped_tail_tokens": int(len(carry))}
+def block_files(unit_stats: list[dict]) -> dict[str, str]:
+    """Role -> file name of every block file the linked units hold (a unit writes no file for a split with no block)."""
+    return {f"{split}-{index:05d}": f"{split}-{index:05d}.arrow"
+            for index, stats in enumerate(unit_stats) for split in SPLITS if stats[f"{split}_blocks"] > 0}
+
+
+def summed_counts(unit_stats: list[dict]) -> dict[str, int]:
+    per_unit = [{k: v for k, v in s.items() if isinstance(v, int)} for s in unit_stats]
+    return {k: sum(s[k] for s in per_unit) for k in per_unit[0]} if per_unit else {}
 
 
 def tokenize_and_pack(deduped: Manifest, tokenizer: Manifest, cfg: PackConfig, workdir: str) -> Manifest:
@@ -49,29 +48,20 @@ def tokenize_and_pack(deduped: Manifest, tokenizer: Manifest, cfg: PackConfig, w
 
     def build(folder: Path) -> dict:
         cache_dir = storage.join(workdir, "pack", ".units")
-        unit_cfg = {"val_fraction": cfg.val_fraction}  # what a shard's token streams depend on, besides its bytes
+        unit_cfg = {"val_fraction": cfg.val_fraction, "seq_len": cfg.seq_len}  # what a unit's blocks depend on, besides its bytes
         keyed = [(fingerprint("tokenize-shard", VERSION, unit_cfg, [tokenizer.fingerprint, storage.digest(p)]), p)
                  for p in shard_paths(deduped.root)]
         todo = [(key, path) for key, path in dict(keyed).items() if not is_complete(cache_dir, key)]
-        init = (tokenizer.file("tokenizer"), EOS, cache_dir, cfg.val_fraction)
+        init = (tokenizer.file("tokenizer"), EOS, cache_dir, cfg.val_fraction, cfg.seq_len)
         if todo:
-            map_with_actors(ShardTokenizer, init, "tokenize", todo, cfg.num_actors, "tokenize")
-        records = [unit_record(cache_dir, key) for key, _ in keyed]
-        per_shard = [{k: v for k, v in r["stats"].items() if isinstance(v, int)} for r in records]
-        counts = {k: sum(s[k] for s in per_shard) for k in per_shard[0]} if per_shard else {}
-        counts["units_reused"] = len(keyed) - len(todo)
-        vocab_size = tokenizer.counts["vocab_size"]
-        streams = [unit_files(cache_dir, key, record) for (key, _), record in zip(keyed, records)]
-        packed = {split: pack_blocks([storage.local_file(f) for files in streams for f in files
-                                      if storage.name_of(f).startswith(f"{split}-")],
-                                     folder / f"{split}.arrow", cfg.seq_len, vocab_size)
-                  for split in SPLITS}
-        for split, result in packed.items():
-            if result["blocks"] == 0:
-                raise ValueError(f"pack: the {split} split holds no full block of {cfg.seq_len + 1} tokens; "
+            map_with_actors(ShardTokenizer, init, "tokenize", todo, cfg.num_actors or cluster_cpus(), "tokenize")
+        unit_stats = link_all(keyed, {key for key, _ in todo}, cache_dir)  # unit i's files -> train-0000i.arrow, ...
+        counts = summed_counts(unit_stats)
+        for split in SPLITS:
+            if counts.get(f"{split}_blocks", 0) == 0:
+                raise ValueError(f"pack: the {split} split holds no full block of {cfg.seq_len + 1} tokens in any shard; "
                                  f"lower pack.seq_len, change pack.val_fraction or add documents")
-            counts[f"{split}_blocks"] = result["blocks"]
-        return {"counts": counts, "stats": {"seq_len": cfg.seq_len, "vocab_size": vocab_size, "num_shards": len(per_shard)},
-                "files": {split: f"{split}.arrow" for split in SPLITS}}
+        return {"counts": counts, "files": block_files(unit_stats),
+                "stats": {"seq_len": cfg.seq_len, "vocab_size": tokenizer.counts["vocab_size"], "num_shards": len(keyed)}}
 
     return run_stage(workdir, "pack", fp, build)

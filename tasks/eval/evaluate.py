@@ -103,7 +103,7 @@ def sft_metrics(tuned: Manifest, tokenizer: Manifest, cfg: EvaluateConfig) -> di
 def compute_metrics(manifests: dict[str, Manifest], cfg: EvaluateConfig, folder: Path) -> dict:
     packed, pretrained, finetuned = manifests["pack"], manifests["pretrain"], manifests["finetune"]
     lm_model = load_gpt(pretrained.local_root())
-    lm = perplexity(lm_model, packed.local_file("val"), max_blocks=cfg.max_val_blocks)
+    lm = perplexity(lm_model, packed.local_files("val-"), max_blocks=cfg.max_val_blocks)
     label_names = finetuned.stats["label_names"]
     truth, predicted = predict(load_classifier(finetuned.local_root(), len(label_names)), finetuned.local_file("test_arrow"))
     train = pq.read_table(finetuned.local_file("train_parquet"))
@@ -114,7 +114,7 @@ def compute_metrics(manifests: dict[str, Manifest], cfg: EvaluateConfig, folder:
         "pretrain": {"val_loss": lm["loss"], "val_perplexity": lm["perplexity"], "val_tokens": lm["tokens"],
                      **pretrained.stats, "extra_texts": extra_perplexities(lm_model, manifests["tokenizer"], cfg, folder)},
         "classification": {
-            "labels": label_names, "positive_label": finetuned.stats["positive_label"], "test_examples": int(len(truth)),
+            "labels": label_names, "positive_label": finetuned.stats["positive_label"], "test_examples": len(truth),
             "model": classification_metrics(truth, predicted, label_names),
             "baselines": {name: classification_metrics(truth, pred, label_names) for name, pred in base.items()},
         },

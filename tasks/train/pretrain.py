@@ -34,9 +34,9 @@ def pretrain(packed: Manifest, cfg: PretrainConfig, workdir: str) -> Manifest:
     fp = fingerprint("pretrain", VERSION, training_fingerprint_config(cfg), [packed.fingerprint])
 
     def prepare(work: Path) -> tuple[TrainSpec, dict]:
+        train_data, val_data = ([str(path) for path in packed.local_files(f"{split}-")] for split in ("train", "val"))
         spec = TrainSpec(objective="lm", model=cfg.model_config_for(packed.stats["vocab_size"], packed.stats["seq_len"]),
-                         train=cfg.train, train_data=str(packed.local_file("train")),
-                         val_data=str(packed.local_file("val")), out_dir=str(work))
+                         train=cfg.train, train_data=train_data, val_data=val_data, out_dir=str(work))
         return spec, {"counts": {"steps": cfg.train.max_steps}}
 
     return run_training(workdir, "pretrain", fp, cfg.launch, prepare)
