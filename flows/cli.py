@@ -39,11 +39,13 @@ def run(
                                            "(`<head>:6379`, `auto`) instead of a local Ray; sets ray.address"),
     hostfile: Path | None = typer.Option(None, "--hostfile", help="DeepSpeed hostfile (`<host> slots=<n>` per node): "
                                          "pretrain on those nodes; sets pretrain.launch.hostfile"),
+    rehash: bool = typer.Option(False, "--rehash", help="re-read every input file to hash it, ignoring the digests "
+                                "cached by size, mtime and inode (or ETag); sets ingest.rehash"),
 ) -> None:
     """Run the whole pipeline: ingest, clean, dedup, tokenizer, pack, pretrain, export, finetune, (sft), evaluate."""
     with config_errors():
         check_stages(("--until", until), ("--force", force))
-        cfg = load_config(config, [*overrides, *option_overrides(ray_address, hostfile)], workdir)
+        cfg = load_config(config, [*overrides, *option_overrides(ray_address, hostfile, rehash)], workdir)
     # a server that `tokenmill server start` left running takes the run; else Prefect's ephemeral API does
     if "PREFECT_API_URL" not in os.environ and (url := use_prefect_server()):
         console.print(f"Prefect server: {url}", highlight=False)
@@ -84,9 +86,10 @@ def check_stages(*options: tuple[str, str | None]) -> None:
             raise ConfigError(problem)
 
 
-def option_overrides(ray_address: str | None, hostfile: Path | None) -> list[str]:
+def option_overrides(ray_address: str | None, hostfile: Path | None, rehash: bool = False) -> list[str]:
     """`run`'s shortcut options as --set items; JSON-quoted, so YAML reads `10.0.0.1:6379` as the string it is."""
-    chosen = {"ray.address": ray_address, "pretrain.launch.hostfile": None if hostfile is None else str(hostfile)}
+    chosen = {"ray.address": ray_address, "pretrain.launch.hostfile": None if hostfile is None else str(hostfile),
+              "ingest.rehash": rehash or None}
     return [f"{key}={json.dumps(value)}" for key, value in chosen.items() if value is not None]
 
 

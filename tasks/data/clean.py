@@ -12,6 +12,7 @@ Two content-addressed steps, so that a threshold change re-filters without re-me
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +41,19 @@ from tasks.data.quality import (
     quality_signals,
 )
 from tasks.data.shards import (
+    REJECTED_SCHEMA,
+    ShardWriter,
+    iter_batches,
     merge_stats,
-    read_table,
-    rejected_table,
+    parquet_schema,
     shard_paths,
     shard_stats,
-    write_parquet_atomic,
 )
 
 VERSION = "2"  # the filter step
 SIGNALS_VERSION = "1"  # the signals step: bump when a signal's definition changes
+# Documents a worker holds at once: a shard is read and written a batch at a time, so memory follows the batch.
+BATCH_ROWS = 256
 
 
 class CleanConfig(BaseModel):
@@ -167,15 +171,25 @@ def _pii_counts(table: pa.Table) -> dict[str, int]:
     return {f"pii_{kind}": pc.sum(table[f"pii_{kind}"]).as_py() or 0 for kind in PII_KINDS}
 
 
+def _in_kind_order(pii_counts: Counter) -> dict[str, int]:
+    """Every PII count, zero too (a shard of no rows has them), in PII_KINDS' order."""
+    return {f"pii_{kind}": pii_counts[f"pii_{kind}"] for kind in PII_KINDS}
+
+
 def measure_shard(item: tuple[int, str], out_dir: str, cfg: CleanConfig) -> dict:
     """Signals step for one shard: every document in, every document out, with its signals."""
     index, path = item
-    table = read_table(path)
-    cleaned = [clean_document(raw or "", cfg) for raw in table.column("text").to_pylist()]
-    table = _with_signals(table, [text for text, _ in cleaned], [signals for _, signals in cleaned])
-    name = f"shard-{index:05d}"
-    write_parquet_atomic(table, Path(out_dir) / f"{name}.parquet")
-    return shard_stats(name, table.num_rows, table.num_rows, Counter(), **_pii_counts(table))
+    name, num_rows, pii_counts = f"shard-{index:05d}", 0, Counter()
+    schema = _with_signals(parquet_schema(path).empty_table(), [], []).schema
+    with ShardWriter(Path(out_dir) / f"{name}.parquet", schema) as out:
+        for batch in iter_batches(path, BATCH_ROWS):
+            table = pa.Table.from_batches([batch])
+            cleaned = [clean_document(raw or "", cfg) for raw in table.column("text").to_pylist()]
+            table = _with_signals(table, [text for text, _ in cleaned], [signals for _, signals in cleaned])
+            out.write(table)
+            num_rows += table.num_rows
+            pii_counts.update(_pii_counts(table))
+    return shard_stats(name, num_rows, num_rows, Counter(), **_in_kind_order(pii_counts))
 
 
 BASIC_RULES = {"too_short": below("num_chars", "min_chars"), "too_long": above("num_chars", "max_chars"),
@@ -201,19 +215,28 @@ def filter_by_thresholds(signals_table: pa.Table, cfg: CleanConfig) -> list[tupl
 def filter_shard(item: tuple[int, str], out_dir: str, cfg: CleanConfig) -> dict:
     """Filter step for one shard of the signals step's output."""
     index, path = item
-    table = read_table(path)
-    failures = filter_by_thresholds(table, cfg)
-    kept = table.filter(pa.array([failure is None for failure in failures], pa.bool_()))
+    name, num_rows, num_kept, num_bytes = f"shard-{index:05d}", 0, 0, 0
+    reasons, pii_counts = Counter(), Counter()
+    with (ShardWriter(Path(out_dir) / f"{name}.parquet", parquet_schema(path)) as kept_out,
+          ShardWriter(Path(out_dir) / f"rejected-{index:05d}.parquet", REJECTED_SCHEMA) as rejected_out):
+        for batch in iter_batches(path, BATCH_ROWS):
+            table = pa.Table.from_batches([batch])
+            failures = filter_by_thresholds(table, cfg)
+            kept = table.filter(pa.array([failure is None for failure in failures], pa.bool_()))
+            kept_out.write(kept)
+            for row, failure in _rejected_rows(table, failures):
+                rejected_out.add({"id": row["id"], "text": row["text"], "source": row.get("source"),
+                                  "reason": failure[0], "detail": failure[1]})
+                reasons[failure[0]] += 1
+            num_rows, num_kept = num_rows + table.num_rows, num_kept + kept.num_rows
+            num_bytes += pc.sum(pc.binary_length(kept["text"])).as_py() or 0
+            pii_counts.update(_pii_counts(table))
+    return shard_stats(name, num_rows, num_kept, reasons, bytes=num_bytes, **_in_kind_order(pii_counts))
+
+
+def _rejected_rows(table: pa.Table, failures: list[tuple[str, str] | None]) -> Iterator[tuple[dict, tuple]]:
     rejected_at = [i for i, failure in enumerate(failures) if failure]
-    rejected = [{"id": row["id"], "text": row["text"], "source": row.get("source"),
-                 "reason": failures[i][0], "detail": failures[i][1]}
-                for i, row in zip(rejected_at, table.take(pa.array(rejected_at, pa.int64())).to_pylist())]
-    name = f"shard-{index:05d}"
-    write_parquet_atomic(kept, Path(out_dir) / f"{name}.parquet")
-    write_parquet_atomic(rejected_table(rejected), Path(out_dir) / f"rejected-{index:05d}.parquet")
-    num_bytes = pc.sum(pc.binary_length(kept["text"])).as_py() or 0
-    return shard_stats(name, table.num_rows, kept.num_rows, Counter(r["reason"] for r in rejected), bytes=num_bytes,
-                       **_pii_counts(table))
+    return zip(table.take(pa.array(rejected_at, pa.int64())).to_pylist(), [failures[i] for i in rejected_at])
 
 
 def per_shard(step: str, version: str, settings: dict, shard_fn, source: Manifest, workdir: str,

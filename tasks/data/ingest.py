@@ -1,62 +1,72 @@
 """Ingest: raw inputs -> Parquet shards of documents (id, text, source, meta, encoding).
 
-Inputs are local paths, globs or fsspec URLs. A unit of work is one Parquet row group, one
-streamed file (JSONL, CSV, TSV; maybe .gz/.zst), or a batch of whole files (text, mail, HTML);
-each becomes one shard named by the digest of what it reads, so an unchanged input always maps
-to the same shard name. Every input is kept or rejected with a reason; a file that cannot be
-read is one `bad_file` rejection (or a ValueError, with on_bad_file=fail). The formats
+Inputs are local paths, globs or fsspec URLs. Ray workers hash the inputs (the stage's fingerprint),
+in the same read finding where a large file's units may start; a file whose size, mtime and inode (or
+ETag and version, on an object store) are unchanged reuses its cached digest and is not read again.
+A unit of work is a batch of whole files (text, mail, HTML), or a part of about `unit_bytes` of one
+streamed (JSONL, CSV, TSV; maybe .gz/.zst) or Parquet file; each becomes one shard named by the
+digest of what it reads, so an unchanged input always maps to the same shard name, and a record's id
+does not depend on the part that reads it. Every input is kept or rejected with a reason; a file that
+cannot be read is one `bad_file` rejection (or a ValueError, with on_bad_file=fail). The formats
 themselves are read in tasks/data/readers.py.
 """
 
 import hashlib
-import itertools
+import json
 import logging
 import os
 import posixpath
 import re
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import core_schema
 
 from infra import storage
-from infra.files import partial_path
+from infra.ray_map import cluster_cpus, map_shards
 from infra.shard_cache import cached_map
+from infra.shuffle import exchange, partition_of, split_by
 from infra.stage import Manifest, fingerprint, output_location, run_stage
 from tasks.data.readers import (
     KINDS,
     STREAMED,
     BadFile,
     InputFile,
+    Layout,
+    Part,
     ReadOptions,
     Record,
     file_kind,
+    hash_and_layout,
+    parquet_layout,
     read_file,
 )
 from tasks.data.shards import (
     REJECTED_SCHEMA,
+    ShardWriter,
     merge_stats,
     read_table,
     shard_paths,
     shard_stats,
 )
 
-VERSION = "2"
+VERSION = "3"  # 3: Parquet and large streamed files read in parts of ingest.unit_bytes
 log = logging.getLogger(__name__)
 DOC_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()),
                         ("meta", pa.string()), ("encoding", pa.string())])
 _GLOB_CHARS = re.compile(r"[*?\[]")
 # fsspec's memory:// lives in this process: Ray workers would find it empty.
 DRIVER_ONLY_PROTOCOLS = {"memory"}
+# One hashing task reads up to this many files or bytes: small files share a task, a big one has its own.
+HASH_BATCH_FILES, HASH_BATCH_BYTES = 64, 256 << 20
 
 
 class InputPath(str):
@@ -95,6 +105,13 @@ class IngestConfig(BaseModel):
     on_bad_file: Literal["skip", "fail"] = Field("skip", description=(
         "a file that cannot be read (corrupt Parquet, truncated .gz/.zst): skip = reject it as bad_file and go on, "
         "fail = stop with an error naming the file"))
+    unit_bytes: int = Field(64 << 20, ge=1, description=(
+        "about how many bytes one worker reads: a larger JSONL/CSV/TSV file (uncompressed size) is split at record "
+        "starts, a Parquet file into groups of row groups (a bigger row group stays whole); ids are the same either "
+        "way. A part of a .gz/.zst file still decompresses the stream from its start"))
+    rehash: bool = Field(False, description=(
+        "re-read every input to hash it instead of trusting the digests cached by size, mtime and inode (ETag and "
+        "version on an object store); `tokenmill run --rehash`. Not part of the fingerprint: it changes no output"))
 
     def read_options(self) -> ReadOptions:
         return ReadOptions(text_column=self.text_column, id_column=self.id_column, detect_mail=self.detect_mail)
@@ -116,15 +133,16 @@ def _expand(path: str) -> list[InputFile]:
     fs, fs_path = fsspec.core.url_to_fs(path)
     if _GLOB_CHARS.search(fs_path):
         root = fs_path[: _GLOB_CHARS.search(fs_path).start()].rpartition("/")[0] or "/"
-        found = sorted(p for p in fs.glob(fs_path) if fs.isfile(p))
+        found = {p: info for p, info in fs.glob(fs_path, detail=True).items() if info["type"] == "file"}
         if not found:
             raise ValueError(f"{path}: no file matches this pattern")
-        return [_input_file(fs, p, root) for p in found if not _hidden(p, root)]
+        return [_input_file(fs, p, root, found[p]["size"]) for p in sorted(found) if not _hidden(p, root)]
     if fs.isdir(fs_path):
-        return [_input_file(fs, p, fs_path) for p in sorted(fs.find(fs_path)) if not _hidden(p, fs_path)]
+        found = fs.find(fs_path, detail=True)
+        return [_input_file(fs, p, fs_path, found[p]["size"]) for p in sorted(found) if not _hidden(p, fs_path)]
     if not fs.isfile(fs_path):
         raise ValueError(f"{path}: no such file or folder")
-    file = _input_file(fs, fs_path, posixpath.dirname(fs_path))
+    file = _input_file(fs, fs_path, posixpath.dirname(fs_path), fs.size(fs_path))
     if file.kind == "unknown":
         raise ValueError(f"{path}: unsupported input type (expected one of {sorted(KINDS)}, "
                          ".gz/.zst of .jsonl/.csv/.tsv, a suffix-less mail, or a folder)")
@@ -136,25 +154,92 @@ def _hidden(path: str, root: str) -> bool:
     return any(part.startswith(".") for part in posixpath.relpath(path, root).split("/"))
 
 
-def _input_file(fs: fsspec.AbstractFileSystem, path: str, root: str) -> InputFile:
+def _input_file(fs: fsspec.AbstractFileSystem, path: str, root: str, size: int | None) -> InputFile:
     url = path if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(path)
     rel = posixpath.join(posixpath.basename(root.rstrip("/")), posixpath.relpath(path, root))
-    return InputFile(url=url, rel=rel, kind=file_kind(posixpath.basename(path)))
+    return InputFile(url=url, rel=rel, kind=file_kind(posixpath.basename(path)), size=size or 0)
 
 
-def with_digests(files: list[InputFile]) -> list[InputFile]:
-    """Files with their content's sha256, read in threads: hashing waits on I/O and releases the GIL."""
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        digests = list(pool.map(_sha256, (f.url for f in files)))
-    return [replace(f, digest=d) for f, d in zip(files, digests)]
+def with_digests(files: list[InputFile], cfg: IngestConfig, cache_dir: str | None) -> tuple[list[InputFile], dict]:
+    """Files with their content's sha256 and Layout, hashed on Ray workers (memory:// ones here), and how many
+    were read; with a `cache_dir`, a file whose identity is unchanged reuses its digest without being read."""
+    in_driver = [f for f in files if _in_driver(f)]
+    on_ray = [f for f in files if not _in_driver(f)]
+    shared = {"cache_dir": cache_dir, "unit_bytes": cfg.unit_bytes, "rehash": cfg.rehash}
+    batches = hash_batches(on_ray)
+    results = map_shards(hash_batch, batches, "hashing inputs", **shared) if batches else []
+    results.append(hash_batch(in_driver, **shared))
+    found = {f.url: result for batch, batch_results in zip(batches + [in_driver], results)
+             for f, result in zip(batch, batch_results)}
+    num_hashed = sum(found[f.url][2] for f in files)
+    counts = {"files_hashed": num_hashed, "digests_reused": len(files) - num_hashed}
+    return [replace(f, digest=found[f.url][0], layout=found[f.url][1]) for f in files], counts
 
 
-def _sha256(url: str) -> str:
+def _in_driver(file: InputFile) -> bool:
+    return fsspec.core.split_protocol(file.url)[0] in DRIVER_ONLY_PROTOCOLS
+
+
+def hash_batches(files: list[InputFile]) -> list[list[InputFile]]:
+    """Consecutive files, up to HASH_BATCH_FILES or HASH_BATCH_BYTES a batch (a bigger file alone)."""
+    batches, current, num_bytes = [], [], 0
+    for f in files:
+        if current and (len(current) >= HASH_BATCH_FILES or num_bytes + f.size > HASH_BATCH_BYTES):
+            batches.append(current)
+            current, num_bytes = [], 0
+        current.append(f)
+        num_bytes += f.size
+    return batches + ([current] if current else [])
+
+
+def hash_batch(files: list[InputFile], cache_dir: str | None, unit_bytes: int, rehash: bool) -> list[tuple]:
+    """On a worker: (sha256, Layout, whether the file was read) for each file."""
+    return [hash_file(f, cache_dir, unit_bytes, rehash) for f in files]
+
+
+def hash_file(file: InputFile, cache_dir: str | None, unit_bytes: int, rehash: bool) -> tuple[str, Layout, bool]:
     try:
-        with fsspec.open(url, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+        identity, size = file_identity(file)
+        entry = _cache_entry(cache_dir, identity) if cache_dir and identity else None
+        if entry and not rehash and (cached := _cached_digest(entry, identity, file, unit_bytes)):
+            return (*cached, False)
+        digest, layout = hash_and_layout(file, size, unit_bytes)
     except OSError as err:  # the unit that reads it reports the file as bad_file, with this cause
-        return f"unreadable: {err}"
+        return f"unreadable: {err}", Layout(problem=f"cannot be read ({type(err).__name__}: {err})"), True
+    if entry:
+        record = {"identity": identity, "digest": digest, "unit_bytes": unit_bytes, "layout": asdict(layout)}
+        storage.write_text(entry, json.dumps(record))
+    return digest, layout, True
+
+
+def file_identity(file: InputFile) -> tuple[list | None, int]:
+    """What changes when a file's bytes do, read without reading them: (path, size, mtime_ns, inode) on a local disk,
+    ETag and version on an object store (None when the store gives neither: then it is always read); and its size."""
+    fs, path = fsspec.core.url_to_fs(file.url)
+    if isinstance(fs, LocalFileSystem):
+        stat = os.stat(path)  # before reading: a file changed while read has a newer mtime next time
+        return ["local", path, stat.st_size, stat.st_mtime_ns, stat.st_ino], stat.st_size
+    fs.invalidate_cache(path)  # s3fs answers info() from the listing it cached, which may predate a new upload
+    info = fs.info(path)
+    tag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
+    version = info.get("VersionId") or info.get("generation") or ""
+    return (["object", file.url, str(tag).strip('"'), str(version)] if tag else None), info.get("size") or 0
+
+
+def _cache_entry(cache_dir: str, identity: list) -> str:
+    return storage.join(cache_dir, hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32] + ".json")
+
+
+def _cached_digest(entry: str, identity: list, file: InputFile, unit_bytes: int) -> tuple[str, Layout] | None:
+    if not storage.exists(entry):
+        return None
+    record = json.loads(storage.read_text(entry))
+    # a file's parts depend on unit_bytes; a text or mail file's digest does not
+    if record["identity"] != identity or (file.kind in STREAMED | {"parquet"} and record["unit_bytes"] != unit_bytes):
+        return None
+    layout = record["layout"]
+    parts = tuple(Part(**part) for part in layout["parts"])
+    return record["digest"], Layout(parts, tuple(layout["columns"]), layout["problem"])
 
 
 # ---- units of work -------------------------------------------------------------------------
@@ -162,32 +247,33 @@ def _sha256(url: str) -> str:
 
 @dataclass(frozen=True)
 class Unit:
-    """What one Ray task reads and one shard holds: whole files, one streamed file, or one Parquet row group."""
+    """What one Ray task reads and one shard holds: whole files, or one part of a streamed or Parquet file."""
 
     files: tuple[InputFile, ...]
-    row_group: int | None = None
-    first_row: int = 0  # rows before this row group: Parquet ids count rows in the whole file
+    part: Part | None = None  # None: the whole of each file
     problem: str | None = None  # why the file could not even be planned (an unreadable Parquet footer)
 
     @property
     def digest(self) -> str:
-        """Names the unit's shard: the same input (content, place, row group) gives the same name."""
-        key = [(f.rel, f.digest) for f in self.files] + [self.row_group]
+        """Names the unit's shard: the same input (content, place, part) gives the same name."""
+        key = [(f.rel, f.digest) for f in self.files] + [asdict(self.part) if self.part else None]
         return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
     @property
     def in_driver(self) -> bool:
-        return any(fsspec.core.split_protocol(f.url)[0] in DRIVER_ONLY_PROTOCOLS for f in self.files)
+        return any(_in_driver(f) for f in self.files)
 
 
 def plan_units(files: list[InputFile], cfg: IngestConfig) -> list[Unit]:
+    """Units from the files' Layouts (found when they were hashed); a file without one is read whole, but for
+    a Parquet file's footer, read here."""
     whole = [f for f in files if f.kind not in STREAMED | {"parquet"}]
     units = [Unit(batch) for batch in content_defined_batches(whole, cfg.files_per_shard)]
     for f in files:
         if f.kind == "parquet":
             units += _parquet_units(f, cfg)
         elif f.kind in STREAMED:
-            units.append(Unit((f,)))
+            units += [Unit((f,), part) for part in f.layout.parts] if f.layout and f.layout.parts else [Unit((f,))]
     return units
 
 
@@ -209,18 +295,16 @@ def content_defined_batches(files: list[InputFile], average: int) -> list[tuple[
 
 
 def _parquet_units(file: InputFile, cfg: IngestConfig) -> list[Unit]:
-    try:
-        with fsspec.open(file.url, "rb") as f:
-            parquet = pq.ParquetFile(f)
-            metadata, columns = parquet.metadata, parquet.schema_arrow.names
-    except Exception as err:  # pyarrow raises ArrowInvalid, OSError ... for a file that is no Parquet
-        return _bad_parquet(file, f"not a readable Parquet file ({type(err).__name__}: {err})", cfg)
-    if cfg.text_column not in columns:
-        return _bad_parquet(file, f"no column {cfg.text_column!r} in {columns[:8]} (set ingest.text_column)", cfg)
-    num_rows = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
-    first_rows = itertools.accumulate([0] + num_rows[:-1])
-    units = [Unit((file,), row_group=g, first_row=first) for g, first in enumerate(first_rows) if num_rows[g]]
-    return units or [Unit((file,))]  # no rows: one unit that reports the file as empty
+    layout = file.layout
+    if layout is None:
+        with fsspec.open(file.url, "rb") as raw:
+            layout = parquet_layout(raw, cfg.unit_bytes)
+    if layout.problem:
+        return _bad_parquet(file, layout.problem, cfg)
+    if cfg.text_column not in layout.columns:
+        return _bad_parquet(file, f"no column {cfg.text_column!r} in {list(layout.columns[:8])} "
+                            "(set ingest.text_column)", cfg)
+    return [Unit((file,), part) for part in layout.parts] or [Unit((file,))]
 
 
 def _bad_parquet(file: InputFile, problem: str, cfg: IngestConfig) -> list[Unit]:
@@ -243,7 +327,9 @@ def _file_records(file: InputFile, unit: Unit, cfg: IngestConfig) -> Iterator[Re
     try:
         if unit.problem:
             raise BadFile(unit.problem)
-        for record in read_file(file, cfg.read_options(), unit.row_group, unit.first_row):
+        for record in read_file(file, cfg.read_options(), unit.part):
+            if record.reason == "bad_file" and cfg.on_bad_file == "fail":  # a corrupt row group
+                raise BadFile(record.detail)
             num_records += 1
             yield record
     # Any exception: third-party parsers raise many kinds, and one file must not stop a corpus.
@@ -255,7 +341,7 @@ def _file_records(file: InputFile, unit: Unit, cfg: IngestConfig) -> Iterator[Re
         log.warning("skipped %s (ingest.on_bad_file=skip)", detail)  # replayed into the Prefect log
         yield Record(file.rel, None, file.source, reason="bad_file", detail=detail)
         return
-    if num_records == 0 and unit.row_group is None:
+    if num_records == 0 and unit.part is None:  # a part holds a record: the file is not empty
         yield Record(file.rel, None, file.source, reason="empty_text", detail=f"{file.url}: no records")
 
 
@@ -269,45 +355,6 @@ def rejection(record: Record, cfg: IngestConfig) -> tuple[str, str] | None:
     if not record.text.strip():
         return "empty_text", f"{where}{cfg.text_column!r} is {record.text!r:.40}"
     return None
-
-
-class ShardWriter:
-    """Appends rows to a Parquet file batch by batch and renames it into place at the end.
-
-    A unit's memory is one batch however big its file (a multi-GB .jsonl.zst is one unit), and
-    like write_parquet_atomic, a reader never sees a half-written shard.
-    """
-
-    def __init__(self, path: Path, schema: pa.Schema, max_rows: int = 1024, max_chars: int = 64 << 20):
-        self.path, self.schema, self.max_rows, self.max_chars = path, schema, max_rows, max_chars
-        self.partial = partial_path(path)
-        self.rows, self.num_chars = [], 0
-
-    def __enter__(self) -> "ShardWriter":
-        # min/max statistics of the text column help no reader, and cost pyarrow five copies of the longest
-        # document in memory (a 100 MB document: 1.2 GB to write its shard with them, 0.6 GB without)
-        statistics = [name for name in self.schema.names if name != "text"]
-        self.writer = pq.ParquetWriter(self.partial, self.schema, compression="zstd", write_statistics=statistics)
-        return self
-
-    def add(self, row: dict) -> None:
-        self.rows.append(row)
-        self.num_chars += len(row["text"] or "")
-        if len(self.rows) >= self.max_rows or self.num_chars >= self.max_chars:
-            self._flush()
-
-    def _flush(self) -> None:
-        self.writer.write_table(pa.Table.from_pylist(self.rows, schema=self.schema))
-        self.rows, self.num_chars = [], 0
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None and self.rows:
-            self._flush()
-        self.writer.close()
-        if exc_type is None:
-            os.replace(self.partial, self.path)
-        else:
-            self.partial.unlink(missing_ok=True)
 
 
 def ingest_unit(unit: Unit, out_dir: str, cfg: IngestConfig) -> dict:
@@ -333,36 +380,71 @@ def ingest_unit(unit: Unit, out_dir: str, cfg: IngestConfig) -> dict:
 # ---- the stage -----------------------------------------------------------------------------
 
 
-def ingest_fingerprint(cfg: IngestConfig) -> tuple[str, list[InputFile]]:
-    """Hashes the inputs' content (and their names below the input roots: ids are made of them)."""
-    files = with_digests(list_input_files(cfg.paths))
+def ingest_fingerprint(cfg: IngestConfig, workdir: str | None = None) -> tuple[str, list[InputFile], dict]:
+    """Hashes the inputs' content (and their names below the input roots: ids are made of them); returns the
+    fingerprint, the files with their digests, and how many files were read or had their digest reused."""
+    cache_dir = storage.join(workdir, "ingest", ".digests") if workdir else None
+    files, counts = with_digests(list_input_files(cfg.paths), cfg, cache_dir)
+    log.info("ingest: %d input files hashed, %d digests reused", counts["files_hashed"], counts["digests_reused"])
     digests = [f"{f.rel}:{f.digest}" for f in files]
-    return fingerprint("ingest", VERSION, cfg.model_dump(mode="json", exclude={"paths"}), digests), files
+    settings = cfg.model_dump(mode="json", exclude={"paths", "rehash"})
+    return fingerprint("ingest", VERSION, settings, digests), files, counts
 
 
 def run_units(units: list[Unit], cfg: IngestConfig, cache_dir: str) -> list[dict]:
     """Units on Ray (except those whose bytes live in this process: memory://), each memoised by its input digest:
     when files are added, only theirs are read."""
-    settings = cfg.model_dump(mode="json", exclude={"paths"})
+    settings = cfg.model_dump(mode="json", exclude={"paths", "rehash", "unit_bytes"})  # a unit's digest has its part
     keyed = [(fingerprint("ingest-unit", VERSION, settings, [u.digest]), u) for u in units]
     return cached_map(ingest_unit, keyed, "ingest", cache_dir, indexed=False,
                       in_driver=lambda u: u.in_driver, cfg=cfg)
 
 
 def ingest(cfg: IngestConfig, workdir: str) -> Manifest:
-    fp, files = ingest_fingerprint(cfg)
+    fp, files, hashing = ingest_fingerprint(cfg, workdir)
 
     def build(folder: Path) -> dict:
-        per_shard = run_units(plan_units(files, cfg), cfg, storage.join(workdir, "ingest", ".units"))
+        units = plan_units(files, cfg)
+        per_shard = run_units(units, cfg, storage.join(workdir, "ingest", ".units"))
         counts, stats = merge_stats(per_shard)
-        check_unique_ids(output_location())
-        return {"counts": counts, "stats": stats | {"num_files": len(files)}}
+        check_unique_ids(output_location(), in_driver=all(u.in_driver for u in units))
+        return {"counts": counts | hashing, "stats": stats | {"num_files": len(files)}}
 
     return run_stage(workdir, "ingest", fp, build)
 
 
-def check_unique_ids(folder: str) -> None:
-    seen = Counter(doc_id for path in shard_paths(folder) for doc_id in read_table(path, columns=["id"]).column("id").to_pylist())
-    duplicated = [doc_id for doc_id, n in seen.items() if n > 1]
-    if duplicated:
-        raise ValueError(f"document ids are not unique across the inputs, e.g. {duplicated[:3]}: set ingest.id_column")
+# ---- ids must be unique: an exchange by id, so no process holds every id -------------------
+
+
+def check_unique_ids(folder: str, in_driver: bool = False) -> None:
+    """ValueError naming a few repeated ids. Each shard's ids go to partitions by hash; each partition finds its
+    repeats. In this process (one partition) when every unit ran here: their bytes were here anyway."""
+    paths = shard_paths(folder)
+    if not paths:
+        return
+    if in_driver:
+        routed = [route_ids(0, [path], num_parts=1)[1][0] for path in paths]
+        found = [repeated_ids(0, routed)[0]]
+    else:
+        num_parts = cluster_cpus()
+        _, routed = exchange(route_ids, [[path] for path in paths], num_parts, "routing ids", num_parts=num_parts)
+        found, _ = exchange(repeated_ids, routed, 0, "finding repeated ids")
+    examples = [doc_id for summary in found for doc_id in summary["examples"]]
+    if examples:
+        num_repeated = sum(summary["num_repeated"] for summary in found)
+        raise ValueError(f"document ids are not unique across the inputs ({num_repeated} repeat), "
+                         f"e.g. {examples[:3]}: set ingest.id_column")
+
+
+def route_ids(index: int, parts: list[str], num_parts: int) -> tuple[int, list[pa.Table]]:
+    """One shard's ids, cut into one table per partition."""
+    (path,) = parts
+    ids = read_table(path, columns=["id"])
+    return ids.num_rows, split_by(ids, partition_of(ids.column("id").to_pylist(), num_parts), num_parts)
+
+
+def repeated_ids(index: int, parts: list[pa.Table]) -> tuple[dict, list]:
+    """How many ids of this partition occur more than once, and a few of them."""
+    counts = pc.value_counts(pa.concat_tables(parts).column("id"))
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+    return {"num_repeated": len(repeated), "examples": repeated.slice(0, 3).to_pylist()}, []

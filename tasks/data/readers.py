@@ -10,6 +10,7 @@ import codecs
 import csv
 import email
 import gzip
+import hashlib
 import io
 import json
 import posixpath
@@ -72,6 +73,8 @@ class InputFile:
     rel: str  # the input root's folder name + the path below it: documents' ids start with it
     kind: str  # a value of KINDS, or "unknown"
     digest: str = ""  # sha256 of the content, once the stage has read it for its fingerprint
+    size: int = 0  # bytes as listed: the hashing pass groups files by it
+    layout: "Layout | None" = None  # where its units may start, learned by the pass that hashes it
 
     @property
     def source(self) -> str:
@@ -82,6 +85,28 @@ class InputFile:
         """The name without its suffixes: "sotu" for sotu.jsonl.gz."""
         name = posixpath.basename(self.rel)
         return name.rsplit(".", 2 if compression_of(name) else 1)[0]
+
+
+@dataclass(frozen=True)
+class Part:
+    """The range of one file that one unit reads. Numbers count from the file's start, so a record's id and the
+    line a rejection names are the same whichever part reads it."""
+
+    start: int  # Parquet: the first row group; streamed: byte offset of a record start in the decompressed stream
+    end: int | None  # the row group or byte offset after the part; None: the end of the file
+    rows_before: int = 0  # rows (JSONL: lines) before the part: ids number the rows of the whole file
+    lines_before: int = 0  # lines before the part: rejections name lines of the whole file
+    header_bytes: int = 0  # CSV/TSV: the header record, read before the part's own bytes
+    header_lines: int = 0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What the pass that hashes a file learned about it, so that planning units reads no file."""
+
+    parts: tuple[Part, ...] = ()  # the units' ranges; empty: the file is read as one unit
+    columns: tuple[str, ...] = ()  # Parquet: the schema's column names
+    problem: str | None = None  # why the file (a Parquet footer) cannot be read
 
 
 @dataclass
@@ -341,10 +366,10 @@ def _stream_problem(err: Exception, file: InputFile) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def read_jsonl(stream: BinaryIO, file: InputFile, options: ReadOptions) -> Iterator[Record]:
-    line_number = 0
+def read_jsonl(stream: BinaryIO, file: InputFile, options: ReadOptions, lines_before: int = 0) -> Iterator[Record]:
+    line_number = lines_before
     try:
-        for line_number, line in enumerate(stream, start=1):
+        for line_number, line in enumerate(stream, start=lines_before + 1):
             if line.strip():
                 yield _jsonl_record(line, file, line_number, options)
     except STREAM_ERRORS as err:
@@ -361,36 +386,60 @@ def _sniff_encoding(head: bytes) -> tuple[str, str]:
     return (codec, f"{codec} (detected)") if codec else ("utf-8", "utf-8 (replaced)")
 
 
-def read_csv(stream: io.BufferedReader, file: InputFile, options: ReadOptions) -> Iterator[Record]:
-    """Rows of a CSV or TSV file with a header line; the text column is named by options.text_column."""
-    codec, label = _sniff_encoding(stream.peek(SNIFF_BYTES))
+def read_csv(stream: io.BufferedReader, file: InputFile, options: ReadOptions, head: bytes,
+             part: Part | None = None) -> Iterator[Record]:
+    """Rows of a CSV or TSV file with a header line; the text column is named by options.text_column.
+
+    `head` is the start of the whole file (its encoding is judged there, whichever part is read); a part's
+    stream is the header record followed by the part's own bytes."""
+    codec, label = _sniff_encoding(head)
     text_stream = io.TextIOWrapper(stream, encoding=codec, errors="replace", newline="")
     # TSV (IANA) has no quoting: a '"' is text. Documents are long: lift csv's 128 KiB field limit.
     dialect = dict(delimiter="\t", quoting=csv.QUOTE_NONE) if file.kind == "tsv" else {}
     csv.field_size_limit(1 << 30)
     reader = csv.DictReader(text_stream, **dialect)
+    shift = part.lines_before - part.header_lines if part and part.start else 0  # lines not read, before the part
     try:
         if reader.fieldnames and options.text_column not in reader.fieldnames:
+            if shift:  # the part that starts the file reports it, once for the file
+                return
             header = [name[:40] for name in reader.fieldnames[:8]]
             raise BadFile(f"{file.url}:1: no column {options.text_column!r} in the header {header} "
                           "(the first line must name the columns; set ingest.text_column)")
-        for number, row in enumerate(reader, start=1):
+        for number, row in enumerate(reader, start=(part.rows_before if part else 0) + 1):
             replaced = label == "utf-8" and any("\ufffd" in v for v in row.values() if isinstance(v, str))
             yield row_record(row, file, f"row{number}", options, "utf-8 (replaced)" if replaced else label,
-                             f"{file.url}:{reader.line_num}")
+                             f"{file.url}:{reader.line_num + shift}")
     except csv.Error as err:
-        raise BadFile(f"{file.url}:{reader.line_num}: {err}") from err
+        raise BadFile(f"{file.url}:{reader.line_num + shift}: {err}") from err
     except STREAM_ERRORS as err:
-        raise BadFile(f"{file.url}: {_stream_problem(err, file)} after line {reader.line_num}") from err
+        raise BadFile(f"{file.url}: {_stream_problem(err, file)} after line {reader.line_num + shift}") from err
 
 
-def read_parquet_row_group(file: InputFile, row_group: int, first_row: int, options: ReadOptions) -> Iterator[Record]:
+def read_parquet(file: InputFile, part: Part | None, options: ReadOptions) -> Iterator[Record]:
+    """Rows of a Parquet file's row groups (all of them, or a part's), one row group in memory at a time.
+
+    A row group that cannot be read is one bad_file record; the others are still read (the footer says how
+    many rows it held, so the ids after it do not move)."""
     try:
         with fsspec.open(file.url, "rb") as raw:
-            table = pq.ParquetFile(raw).read_row_group(row_group)
+            parquet = pq.ParquetFile(raw)
+            groups = range(part.start, part.end) if part else range(parquet.num_row_groups)
+            position = part.rows_before if part else 0
+            for group in groups:
+                yield from _row_group_records(parquet, group, position, file, options)
+                position += parquet.metadata.row_group(group).num_rows
+    except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ... for a file that is no Parquet
+        raise BadFile(f"{file.url}: {type(err).__name__}: {err}") from err
+
+
+def _row_group_records(parquet: pq.ParquetFile, group: int, position: int, file: InputFile,
+                       options: ReadOptions) -> Iterator[Record]:
+    try:
+        table = parquet.read_row_group(group)
     except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ... for a corrupt page
-        raise BadFile(f"{file.url}: row group {row_group}: {type(err).__name__}: {err}") from err
-    position = first_row
+        yield _rejected(file, "bad_file", f"{file.url}: row group {group}: {type(err).__name__}: {err}")
+        return
     for batch in table.to_batches(max_chunksize=1024):  # Python objects for one batch at a time
         for row in batch.to_pylist():
             position += 1
@@ -444,28 +493,210 @@ def open_stream(raw: BinaryIO, name: str) -> io.BufferedReader:
     return io.BufferedReader(raw) if not isinstance(raw, io.BufferedReader) else raw
 
 
-def read_streamed(file: InputFile, options: ReadOptions) -> Iterator[Record]:
+class _Ranges(io.RawIOBase):
+    """The bytes of a stream at some (start, end) ranges, one after the other: a CSV part is its file's header
+    and then its own range. A plain file seeks to a range; a compressed stream cannot seek, so it is
+    decompressed from its start and the bytes before the range are read and dropped."""
+
+    def __init__(self, stream: io.BufferedReader, ranges: list[tuple[int, int | None]]):
+        self._stream, self._ranges, self._position = stream, list(ranges), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._ranges:
+            start, end = self._ranges[0]
+            self._skip_to(start)
+            wanted = len(buffer) if end is None else min(len(buffer), end - self._position)
+            data = self._stream.read(wanted) if wanted > 0 else b""
+            if data:
+                buffer[:len(data)] = data
+                self._position += len(data)
+                return len(data)
+            self._ranges.pop(0)
+        return 0
+
+    def _skip_to(self, start: int) -> None:
+        if self._position >= start:
+            return
+        if self._stream.seekable():  # a plain file (gzip's own seek decompresses from the start too)
+            self._position = self._stream.seek(start)
+            return
+        while self._position < start and (data := self._stream.read(min(start - self._position, 1 << 20))):
+            self._position += len(data)
+
+
+def _part_stream(stream: io.BufferedReader, part: Part) -> io.BufferedReader:
+    ranges = [(0, part.header_bytes)] if part.start and part.header_bytes else []
+    return io.BufferedReader(_Ranges(stream, ranges + [(part.start, part.end)]))
+
+
+def read_streamed(file: InputFile, options: ReadOptions, part: Part | None = None) -> Iterator[Record]:
     with fsspec.open(file.url, "rb") as raw:
         stream = open_stream(raw, file.url)
         try:
-            head = stream.peek(SNIFF_BYTES)[:SNIFF_BYTES]
+            peeked = stream.peek(SNIFF_BYTES)
         except STREAM_ERRORS as err:
             raise BadFile(f"{file.url}: {_stream_problem(err, file)} at the start") from err
-        if what := binary_kind(head):
+        if what := binary_kind(peeked[:SNIFF_BYTES]):
             yield _rejected(file, "binary_file", f"{file.url}: {what}")
             return
-        yield from (read_jsonl if file.kind == "jsonl" else read_csv)(stream, file, options)
+        if part:
+            stream = _part_stream(stream, part)
+        if file.kind == "jsonl":
+            yield from read_jsonl(stream, file, options, part.lines_before if part else 0)
+        else:
+            yield from read_csv(stream, file, options, peeked, part)
 
 
-def read_file(file: InputFile, options: ReadOptions, row_group: int | None = None,
-              first_row: int = 0) -> Iterator[Record]:
-    """Every record of one input file (of one row group, for Parquet)."""
+def read_file(file: InputFile, options: ReadOptions, part: Part | None = None) -> Iterator[Record]:
+    """Every record of one input file, or of one part of it."""
     if file.kind == "parquet":
-        if row_group is not None:
-            yield from read_parquet_row_group(file, row_group, first_row, options)
+        yield from read_parquet(file, part, options)
     elif file.kind in STREAMED:
-        yield from read_streamed(file, options)
+        yield from read_streamed(file, options, part)
     else:
         with fsspec.open(file.url, "rb") as f:
             data = f.read()
         yield read_whole_file(data, file, options)
+
+
+# ---- hashing, and where units may start ---------------------------------------------------------
+
+# A compressed file is decompressed to find its parts only when it may hold more than one unit: text
+# rarely compresses more than this, and a file left whole is still read right, only by one worker.
+MAX_COMPRESSION = 16
+_QUOTED_REST = re.compile(rb'(?:[^"]|"")*+')  # inside a quoted CSV field, up to its closing quote
+_UNQUOTED = re.compile(rb"[^,\r\n]*+")  # an unquoted field, or what follows a closing quote: quotes are text
+
+
+class _Hashing(io.RawIOBase):
+    """Reads a file through sha256, so one pass both hashes it and finds where its units may start."""
+
+    def __init__(self, raw: BinaryIO):
+        self._raw, self.sha256 = raw, hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._raw.read(len(buffer))
+        buffer[:len(data)] = data
+        self.sha256.update(data)
+        return len(data)
+
+    def hexdigest(self) -> str:
+        """The digest of the whole file: whatever was not read yet is read now."""
+        while data := self._raw.read(1 << 20):
+            self.sha256.update(data)
+        return self.sha256.hexdigest()
+
+
+def hash_and_layout(file: InputFile, size: int, unit_bytes: int) -> tuple[str, Layout]:
+    """The sha256 of a file's bytes and, from the same read, its Layout for units of about `unit_bytes`."""
+    with fsspec.open(file.url, "rb") as raw:
+        hashing = _Hashing(raw)
+        if file.kind in STREAMED:
+            layout = _streamed_layout(hashing, file, size, unit_bytes)
+            return hashing.hexdigest(), layout
+        digest = hashing.hexdigest()
+        return digest, parquet_layout(raw, unit_bytes) if file.kind == "parquet" else Layout()
+
+
+def parquet_layout(raw: BinaryIO, unit_bytes: int) -> Layout:
+    """Consecutive row groups of up to `unit_bytes` (uncompressed) per part; a bigger row group is a part alone."""
+    try:
+        parquet = pq.ParquetFile(raw)
+        metadata, columns = parquet.metadata, tuple(parquet.schema_arrow.names)
+    except Exception as err:  # pyarrow raises ArrowInvalid, OSError ... for a file that is no Parquet
+        return Layout(problem=f"not a readable Parquet file ({type(err).__name__}: {err})")
+    parts, start, rows_before, num_rows, num_bytes = [], 0, 0, 0, 0
+    for group in range(metadata.num_row_groups):
+        size = metadata.row_group(group).total_byte_size
+        if group > start and num_bytes + size > unit_bytes:
+            parts.append(Part(start, group, rows_before))
+            start, rows_before, num_bytes = group, rows_before + num_rows, 0
+            num_rows = 0
+        num_rows += metadata.row_group(group).num_rows
+        num_bytes += size
+    parts.append(Part(start, metadata.num_row_groups, rows_before))
+    return Layout(tuple(parts) if len(parts) > 1 else (), columns)
+
+
+def _streamed_layout(hashing: _Hashing, file: InputFile, size: int, unit_bytes: int) -> Layout:
+    if size * (MAX_COMPRESSION if compression_of(file.url) else 1) <= unit_bytes:
+        return Layout()
+    stream = open_stream(hashing, file.url)
+    try:
+        head = stream.peek(SNIFF_BYTES)[:SNIFF_BYTES]
+        # a part starts after a b"\n": no split for binary files, nor UTF-16, where that byte is half a character
+        if binary_kind(head) or head.startswith(_UTF16_BOMS):
+            return Layout()
+        if file.kind == "jsonl":
+            parts = _jsonl_parts(stream, unit_bytes)
+        else:
+            parts = _table_parts(stream, unit_bytes, quoted=file.kind == "csv")
+    except STREAM_ERRORS:  # a broken stream is read as one unit, which reports where it broke
+        return Layout()
+    return Layout(tuple(parts) if len(parts) > 1 else ())
+
+
+def _jsonl_parts(stream: BinaryIO, unit_bytes: int) -> list[Part]:
+    """Parts starting at the first non-blank line past each `unit_bytes` (so every part holds a record)."""
+    starts, offset, next_cut = [(0, 0)], 0, unit_bytes
+    for number, line in enumerate(stream):
+        if offset >= next_cut and not line.isspace():
+            starts.append((offset, number))
+            next_cut = offset + unit_bytes
+        offset += len(line)
+    return [Part(start, end, lines, lines) for (start, lines), (end, _) in zip(starts, starts[1:] + [(None, 0)])]
+
+
+def _table_parts(stream: BinaryIO, unit_bytes: int, quoted: bool) -> list[Part]:
+    """CSV/TSV parts starting at a record past each `unit_bytes`: a line start outside quotes, as Python's csv
+    reads it (a '"' opens a quoted field only at a field's start; "" inside one is a quote). Each part is read
+    after the header record. Files with a bare CR (which csv also takes as a line end) stay whole."""
+    starts, header, in_quotes = [], None, False
+    offset = num_lines = num_rows = 0
+    next_cut = unit_bytes
+    for line in stream:
+        if line.count(b"\r") > line.endswith(b"\r\n"):
+            return []
+        if not in_quotes:
+            if header is None and line in (b"\n", b"\r\n"):
+                return []  # csv takes a blank first line as an empty header
+            if header is not None and offset >= next_cut and not line.isspace():
+                starts.append((offset, num_lines, num_rows))
+                next_cut = offset + unit_bytes
+            num_rows += line not in (b"\n", b"\r\n")  # DictReader skips blank records
+        if quoted and (in_quotes or b'"' in line):
+            in_quotes = _ends_in_quotes(line, in_quotes)
+        offset, num_lines = offset + len(line), num_lines + 1
+        if header is None and not in_quotes:
+            header, num_rows = (offset, num_lines), 0
+    if not starts:
+        return []
+    header_bytes, header_lines = header
+    starts = [(0, 0, 0)] + starts
+    return [Part(start, end, rows, lines, header_bytes, header_lines)
+            for (start, lines, rows), (end, _, _) in zip(starts, starts[1:] + [(None, 0, 0)])]
+
+
+def _ends_in_quotes(line: bytes, in_quotes: bool) -> bool:
+    """Whether a CSV line ends inside a quoted field, given whether it starts inside one."""
+    position = 0
+    if not in_quotes and line.startswith(b'"'):
+        in_quotes, position = True, 1
+    while True:
+        if in_quotes:
+            position = _QUOTED_REST.match(line, position).end()
+            if position == len(line):
+                return True
+            position += 1  # the closing quote
+        position = _UNQUOTED.match(line, position).end()
+        if position == len(line) or line[position] != ord(","):
+            return False
+        position += 1
+        in_quotes = line.startswith(b'"', position)
+        position += in_quotes

@@ -24,20 +24,23 @@ def kept_rows(manifest):
     return sorted((r for p in shard_paths(manifest.path) for r in pq.read_table(p).to_pylist()), key=lambda r: r["id"])
 
 
-def test_units_follow_row_groups_streamed_files_and_file_batches(tmp_path):
+def test_units_follow_row_group_parts_streamed_files_and_file_batches(tmp_path):
     pq.write_table(pa.table({"id": list("abcde"), "text": ["t"] * 5}), tmp_path / "a.parquet", row_group_size=2)
     (tmp_path / "b.jsonl").write_text('{"id": "x", "text": "hello"}\n')
     (tmp_path / "c.csv.gz").write_bytes(gzip.compress(b"text\nhello\n"))
     for i in range(5):
         (tmp_path / f"doc{i}.txt").write_text(f"text {i}")
-    cfg = IngestConfig(paths=[tmp_path], files_per_shard=2)
+    row_group_bytes = pq.ParquetFile(tmp_path / "a.parquet").metadata.row_group(0).total_byte_size
+    cfg = IngestConfig(paths=[tmp_path], files_per_shard=2, unit_bytes=row_group_bytes)
     units = plan_units(list_input_files(cfg.paths), cfg)
-    row_groups = [u.row_group for u in units if u.files[0].kind == "parquet"]
-    assert row_groups == [0, 1, 2] and [u.first_row for u in units if u.row_group is not None] == [0, 2, 4]
+    parts = [u.part for u in units if u.files[0].kind == "parquet"]
+    assert [(p.start, p.end, p.rows_before) for p in parts] == [(0, 1, 0), (1, 2, 2), (2, 3, 4)]
     assert sum(u.files[0].kind in ("jsonl", "csv") for u in units) == 2
     batches = [u.files for u in units if u.files[0].kind == "text_or_mail"]
     assert [f.rel for batch in batches for f in batch] == [f"{tmp_path.name}/doc{i}.txt" for i in range(5)]
     assert len({u.digest for u in units}) == len(units)
+    whole = IngestConfig(paths=[tmp_path / "a.parquet"])
+    assert [u.part for u in plan_units(list_input_files(whole.paths), whole)] == [None]  # 3 small row groups: one unit
 
 
 def test_adding_files_leaves_the_other_batches_as_they_were(tmp_path):
@@ -149,9 +152,9 @@ def test_memory_urls_run_in_the_driver_and_shards_are_named_by_their_input(tmp_p
     assert first.fingerprint != second.fingerprint and old_names < {Path(p).name for p in shard_paths(second.root)}
 
 
-def test_fingerprint_follows_content_not_path_form(tmp_path):
+def test_fingerprint_follows_content_not_path_form(ray_local, tmp_path):
     (tmp_path / "a.txt").write_text("one")
-    fp, _ = ingest_fingerprint(IngestConfig(paths=[tmp_path]))
+    fp, _, _ = ingest_fingerprint(IngestConfig(paths=[tmp_path]))
     assert ingest_fingerprint(IngestConfig(paths=[f"file://{tmp_path}"]))[0] == fp
     (tmp_path / "a.txt").write_text("two")
     assert ingest_fingerprint(IngestConfig(paths=[tmp_path]))[0] != fp

@@ -14,6 +14,7 @@ from tasks.data.ingest import list_input_files
 from tasks.data.readers import (
     BadFile,
     InputFile,
+    Part,
     ReadOptions,
     binary_kind,
     decode_bytes,
@@ -197,7 +198,7 @@ def test_parquet_ids_count_rows_across_row_groups(tmp_path):
     path = tmp_path / "docs.parquet"
     pq.write_table(pa.table({"text": [f"t{i}" for i in range(5)], "lang": ["en"] * 5}), path, row_group_size=2)
     (file,) = list_input_files([path])
-    records = list(read_file(file, OPTIONS, row_group=1, first_row=2))
+    records = list(read_file(file, OPTIONS, Part(start=1, end=2, rows_before=2)))
     assert [r.id for r in records] == [f"{tmp_path.name}/docs.parquet#row3", f"{tmp_path.name}/docs.parquet#row4"]
 
 
