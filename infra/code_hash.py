@@ -144,3 +144,22 @@ def _imports_and_strip_docstrings(tree: ast.Module) -> tuple[RawImport, ...]:
                     and isinstance(first.value.value, str)):
                 node.body = node.body[1:]  # the docstring: prose, like a comment
     return tuple(found)
+
+
+class StageCode(str):
+    """A stage's code version (a digest, used where a hand-kept `VERSION` used to be), with what it covers:
+    the per-module digests and library versions, so a plan or a manifest can say what changed."""
+
+    modules: dict[str, str]
+    libraries: dict[str, str]
+
+
+def stage_code(module: str, scripts: Iterable[str] = (), libraries: Iterable[str] = (), root: Path = REPO_ROOT) -> StageCode:
+    """The code version of the stage defined in `module`: its code (see code_hash) and the installed versions of
+    the `libraries` that shape its output (an upgraded tokenizers or ftfy changes outputs as much as an edit)."""
+    code = code_hash([module], scripts, root)
+    versions = library_versions(libraries)
+    payload = code.digest + "".join(f"\n{name}=={version}" for name, version in sorted(versions.items()))
+    version = StageCode(hashlib.sha256(payload.encode()).hexdigest()[:16])
+    version.modules, version.libraries = code.modules, versions
+    return version

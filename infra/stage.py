@@ -1,7 +1,7 @@
 """The stage runner: content-addressed outputs, manifests, and writes a killed run cannot half-finish.
 
 A stage's output lives under <workdir>/<stage>/<fingerprint>/. The fingerprint hashes the stage
-name, its code version, its normalized config and its inputs' fingerprints. The workdir may be a
+name, its code (`infra/code_hash.py`), its normalized config and its inputs' fingerprints. The workdir may be a
 local folder or an object-store URL (`infra/storage.py`). On a local disk an output is built in a
 hidden staging folder and renamed into place with manifest.json inside. An object store cannot
 rename a folder atomically; there every attempt writes its files under its own prefix,
@@ -64,6 +64,8 @@ class Manifest(BaseModel):
     files: dict[str, str] = Field(default_factory=dict)  # role -> path relative to `root`
     cached: bool = False
     seconds: float = 0.0
+    # what the fingerprint hashes: code version, module digests, library versions, config, input fingerprints
+    lineage: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("path", mode="before")
     @classmethod
@@ -95,10 +97,21 @@ class Manifest(BaseModel):
         return storage.local_folder(self.root)
 
 
-def fingerprint(stage: str, version: str, config: Any, inputs: list[str]) -> str:
-    payload = json.dumps({"stage": stage, "version": version, "config": config, "inputs": sorted(inputs)},
+class Fingerprint(str):
+    """A fingerprint that remembers what it hashes; the manifest keeps that as the output's lineage."""
+
+    lineage: dict[str, Any]
+
+
+def fingerprint(stage: str, code: str, config: Any, inputs: list[str]) -> Fingerprint:
+    """`code` is the stage's code version (`infra.code_hash.stage_code`): its modules and the library versions."""
+    payload = json.dumps({"stage": stage, "version": code, "config": config, "inputs": sorted(inputs)},
                          sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    fp = Fingerprint(hashlib.sha256(payload.encode()).hexdigest()[:16])
+    fp.lineage = {"stage": stage, "code": str(code), "modules": getattr(code, "modules", {}),
+                  "libraries": getattr(code, "libraries", {}), "config": json.loads(json.dumps(config, default=str)),
+                  "inputs": sorted(inputs)}
+    return fp
 
 
 def read_manifest(folder: str) -> Manifest | None:
@@ -137,8 +150,8 @@ def run_stage(workdir: str, stage: str, fp: str, build: Callable[[Path], dict]) 
     try:
         with storage.writing(target) as local:
             fields = build(local)
-            manifest = Manifest(stage=stage, fingerprint=fp, path=folder, attempt=attempt,
-                                seconds=time.perf_counter() - started, **fields)
+            manifest = Manifest(stage=stage, fingerprint=str(fp), path=folder, attempt=attempt,
+                                seconds=time.perf_counter() - started, lineage=getattr(fp, "lineage", {}), **fields)
             if not remote:
                 (local / MANIFEST).write_text(manifest.model_dump_json(indent=2))
         if remote:

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from infra import storage
+from infra.code_hash import stage_code
 from infra.shard_cache import cached_map
 from infra.stage import Manifest, fingerprint, run_stage
 from tasks.data.langid import LanguageConfig, detect_language, language_failure
@@ -50,8 +51,7 @@ from tasks.data.shards import (
     shard_stats,
 )
 
-VERSION = "2"  # the filter step
-SIGNALS_VERSION = "1"  # the signals step: bump when a signal's definition changes
+CODE = stage_code(__name__, libraries=("ftfy", "lingua-language-detector", "numpy", "pyarrow"))
 # Documents a worker holds at once: a shard is read and written a batch at a time, so memory follows the batch.
 BATCH_ROWS = 256
 
@@ -248,10 +248,10 @@ def per_shard(step: str, version: str, settings: dict, shard_fn, source: Manifes
 
 def measure(ingested: Manifest, cfg: CleanConfig, workdir: str) -> Manifest:
     settings = signal_settings(cfg)
-    fp = fingerprint("clean_signals", SIGNALS_VERSION, settings, [ingested.fingerprint])
+    fp = fingerprint("clean_signals", CODE, settings, [ingested.fingerprint])
 
     def build(folder: Path) -> dict:
-        results = per_shard("clean_signals", SIGNALS_VERSION, settings, measure_shard, ingested, workdir, cfg)
+        results = per_shard("clean_signals", CODE, settings, measure_shard, ingested, workdir, cfg)
         counts, stats = merge_stats(results)
         return {"counts": counts, "stats": stats}
 
@@ -261,10 +261,10 @@ def measure(ingested: Manifest, cfg: CleanConfig, workdir: str) -> Manifest:
 def clean(ingested: Manifest, cfg: CleanConfig, workdir: str) -> Manifest:
     signals = measure(ingested, cfg, workdir)
     settings = cfg.model_dump(mode="json")
-    fp = fingerprint("clean", VERSION, settings, [signals.fingerprint])
+    fp = fingerprint("clean", CODE, settings, [signals.fingerprint])
 
     def build(folder: Path) -> dict:
-        results = per_shard("clean", VERSION, settings, filter_shard, signals, workdir, cfg)
+        results = per_shard("clean", CODE, settings, filter_shard, signals, workdir, cfg)
         counts, stats = merge_stats(results)
         return {"counts": counts, "stats": stats | {"signals": str(signals.path)}}
 

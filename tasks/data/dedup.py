@@ -32,6 +32,7 @@ import rensa
 from pydantic import BaseModel, ConfigDict, Field
 
 from infra import storage
+from infra.code_hash import stage_code
 from infra.ray_map import cluster_cpus
 from infra.shuffle import exchange, partition_of, split_by
 from infra.stage import Manifest, fingerprint, output_location, run_stage
@@ -53,7 +54,7 @@ from tasks.data.shards import (
     write_parquet_atomic,
 )
 
-VERSION = "4"
+CODE = stage_code(__name__, libraries=("rensa", "numpy", "pyarrow"))
 _SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
 EXACT = pa.schema([("key", pa.uint64()), ("key2", pa.uint64()), ("id", pa.string()), ("shard", pa.int32())])
@@ -127,7 +128,7 @@ def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def signature_key(shard: str, cfg: MinHashConfig) -> str:
-    return fingerprint("minhash", VERSION, cfg.model_dump(mode="json", exclude={"threshold", "anchors"}),
+    return fingerprint("minhash", CODE, cfg.model_dump(mode="json", exclude={"threshold", "anchors"}),
                        [storage.digest(shard)])
 
 
@@ -403,7 +404,7 @@ def dedup(cleaned: Manifest, cfg: DedupConfig, workdir: str, finetune: LabelledD
     """`finetune` (the recipe's fine-tune settings) names the test split that decontamination protects."""
     references = test_texts(cfg.decontaminate, finetune)
     reference_digest = hashlib.sha256("\x00".join(text for _, text in references).encode()).hexdigest()
-    fp = fingerprint("dedup", VERSION, cfg.model_dump(mode="json", exclude={"partitions"}),
+    fp = fingerprint("dedup", CODE, cfg.model_dump(mode="json", exclude={"partitions"}),
                      [cleaned.fingerprint, reference_digest])
     cache_dir = storage.join(workdir, "dedup", ".signatures")
 

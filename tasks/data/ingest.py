@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import core_schema
 
 from infra import storage
+from infra.code_hash import stage_code
 from infra.ray_map import cluster_cpus, map_shards
 from infra.shard_cache import cached_map
 from infra.shuffle import exchange, partition_of, split_by
@@ -58,7 +59,8 @@ from tasks.data.shards import (
     shard_stats,
 )
 
-VERSION = "3"  # 3: Parquet and large streamed files read in parts of ingest.unit_bytes
+# what decides this stage's output bytes besides its settings and inputs (replaces a hand-bumped VERSION)
+CODE = stage_code(__name__, libraries=("pyarrow", "fsspec", "charset-normalizer", "resiliparse", "zstandard"))
 log = logging.getLogger(__name__)
 DOC_SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("source", pa.string()),
                         ("meta", pa.string()), ("encoding", pa.string())])
@@ -388,14 +390,14 @@ def ingest_fingerprint(cfg: IngestConfig, workdir: str | None = None) -> tuple[s
     log.info("ingest: %d input files hashed, %d digests reused", counts["files_hashed"], counts["digests_reused"])
     digests = [f"{f.rel}:{f.digest}" for f in files]
     settings = cfg.model_dump(mode="json", exclude={"paths", "rehash"})
-    return fingerprint("ingest", VERSION, settings, digests), files, counts
+    return fingerprint("ingest", CODE, settings, digests), files, counts
 
 
 def run_units(units: list[Unit], cfg: IngestConfig, cache_dir: str) -> list[dict]:
     """Units on Ray (except those whose bytes live in this process: memory://), each memoised by its input digest:
     when files are added, only theirs are read."""
     settings = cfg.model_dump(mode="json", exclude={"paths", "rehash", "unit_bytes"})  # a unit's digest has its part
-    keyed = [(fingerprint("ingest-unit", VERSION, settings, [u.digest]), u) for u in units]
+    keyed = [(fingerprint("ingest-unit", CODE, settings, [u.digest]), u) for u in units]
     return cached_map(ingest_unit, keyed, "ingest", cache_dir, indexed=False,
                       in_driver=lambda u: u.in_driver, cfg=cfg)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from infra import storage
+from infra.code_hash import stage_code
 from infra.ray_map import cluster_cpus, map_with_actors
 from infra.shard_cache import is_complete, link_all
 from infra.stage import Manifest, fingerprint, run_stage
@@ -20,7 +21,7 @@ from tasks.data.shards import shard_paths
 from tasks.data.tokenize_shard import SPLITS, ShardTokenizer, is_validation  # noqa: F401 - is_validation: sft
 from tasks.data.tokenizer import EOS
 
-VERSION = "2"
+CODE = stage_code(__name__, libraries=("tokenizers", "numpy", "pyarrow"))
 
 
 class PackConfig(BaseModel):
@@ -43,13 +44,13 @@ def summed_counts(unit_stats: list[dict]) -> dict[str, int]:
 
 
 def tokenize_and_pack(deduped: Manifest, tokenizer: Manifest, cfg: PackConfig, workdir: str) -> Manifest:
-    fp = fingerprint("pack", VERSION, cfg.model_dump(mode="json", exclude={"num_actors"}),
+    fp = fingerprint("pack", CODE, cfg.model_dump(mode="json", exclude={"num_actors"}),
                      [deduped.fingerprint, tokenizer.fingerprint])
 
     def build(folder: Path) -> dict:
         cache_dir = storage.join(workdir, "pack", ".units")
         unit_cfg = {"val_fraction": cfg.val_fraction, "seq_len": cfg.seq_len}  # what a unit's blocks depend on, besides its bytes
-        keyed = [(fingerprint("tokenize-shard", VERSION, unit_cfg, [tokenizer.fingerprint, storage.digest(p)]), p)
+        keyed = [(fingerprint("tokenize-shard", CODE, unit_cfg, [tokenizer.fingerprint, storage.digest(p)]), p)
                  for p in shard_paths(deduped.root)]
         todo = [(key, path) for key, path in dict(keyed).items() if not is_complete(cache_dir, key)]
         init = (tokenizer.file("tokenizer"), EOS, cache_dir, cfg.val_fraction, cfg.seq_len)

@@ -54,7 +54,7 @@ MAIL_HEADERS = {"return-path", "received", "delivered-to", "delivery-date", "mes
                 "in-reply-to", "references"}
 MAIL_META = ("from", "to", "cc", "subject", "date", "message-id")
 # Spam often sends HTML with no Content-Type (so text/plain): 52 such parts in SpamAssassin.
-_HTML_START = re.compile(r"\s*<(!doctype|html|head|body|table|center|font|div|meta|title|img|a\s|p\b)", re.I)
+_HTML_START = re.compile(r"\s*<(!doctype|html|head|body|table|center|font|div|meta|title|img|a\s|p\b)", re.IGNORECASE)
 _HEADER_LINE = re.compile(rb"([!-9;-~]+):")  # RFC 5322 field name: printable ASCII but ':'
 # What a broken stream raises: gzip's BadGzipFile is an OSError, a corrupt deflate block a zlib.error.
 STREAM_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError)

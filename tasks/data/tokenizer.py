@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from infra import storage
+from infra.code_hash import stage_code
 from infra.ray_map import cluster_cpus, map_shards
 from infra.stage import Manifest, file_digest, fingerprint, run_stage
 from tasks.data.shards import (
@@ -30,7 +31,7 @@ from tasks.data.shards import (
     write_parquet_atomic,
 )
 
-VERSION = "2"
+CODE = stage_code(__name__, libraries=("tokenizers", "numpy", "pyarrow"))
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 SAMPLE_BYTES = 256 * 2**20
 SCORE_BATCH = 8192  # documents a worker scores at once (ids and lengths only stay in memory)
@@ -179,7 +180,7 @@ def train_tokenizer(deduped: Manifest, cfg: TokenizerConfig, workdir: str) -> Ma
     # a given tokenizer depends on its own bytes only: a growing corpus keeps it, and the token shards already made
     inputs = [file_digest(cfg.path)] if cfg.path else [deduped.fingerprint]
     unused = {"path", "sample_bytes", "sample_seed"} if cfg.path else {"path"}
-    fp = fingerprint("tokenizer", VERSION, cfg.model_dump(mode="json", exclude=unused), inputs)
+    fp = fingerprint("tokenizer", CODE, cfg.model_dump(mode="json", exclude=unused), inputs)
 
     def build(folder: Path) -> dict:
         if cfg.path:

@@ -15,6 +15,7 @@ from sklearn.metrics import (
 )
 from tokenizers import Tokenizer
 
+from infra.code_hash import stage_code
 from infra.stage import Manifest, fingerprint, run_stage
 from model.data import TokenRowWriter
 from model.inference import generate, perplexity, predict
@@ -23,7 +24,7 @@ from tasks.data.tokenizer import EOS
 from tasks.eval.report import render_report, save_report_inputs
 from tasks.stages import document_stages
 
-VERSION = "1"
+CODE = stage_code(__name__, libraries=("torch", "scikit-learn", "tokenizers", "matplotlib"))
 SCHEMA_VERSION = 1
 
 
@@ -133,7 +134,7 @@ def headline(metrics: dict) -> dict:
 def evaluate(manifests: dict[str, Manifest], cfg: EvaluateConfig, workdir: str, recipe: dict) -> Manifest:
     """`recipe`: the whole resolved recipe, shown in the report."""
     inputs = [m.fingerprint for m in manifests.values()]
-    fp = fingerprint("evaluate", VERSION, cfg.model_dump(mode="json"), inputs)
+    fp = fingerprint("evaluate", CODE, cfg.model_dump(mode="json"), inputs)
 
     def build(folder: Path) -> dict:
         metrics = compute_metrics(manifests, cfg, folder)

@@ -4,16 +4,17 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from infra.code_hash import stage_code
 from infra.stage import Manifest, fingerprint, run_stage
 from model.hf import export_hf
 from model.weights import load_gpt
 from tasks.data.tokenizer import EOS, PAD
 
-VERSION = "1"
+CODE = stage_code(__name__, libraries=("torch", "safetensors", "tokenizers"))
 
 
 def export(pretrained: Manifest, tokenizer: Manifest, workdir: str) -> Manifest:
-    fp = fingerprint("export", VERSION, {}, [pretrained.fingerprint, tokenizer.fingerprint])
+    fp = fingerprint("export", CODE, {}, [pretrained.fingerprint, tokenizer.fingerprint])
 
     def build(folder: Path) -> dict:
         tok = Tokenizer.from_file(str(tokenizer.local_file("tokenizer")))

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 from tokenizers import Tokenizer
 
+from infra.code_hash import stage_code
 from infra.stage import Manifest, file_digest, fingerprint
 from model.data import TokenRowWriter
 from model.spec import TrainConfig, TrainSpec
@@ -15,7 +16,7 @@ from tasks.data.labelled import LabelledData, read_labelled, stratified_splits
 from tasks.data.tokenizer import PAD
 from tasks.train.launch import LaunchConfig, run_training, training_fingerprint_config
 
-VERSION = "1"
+CODE = stage_code(__name__, scripts=("model/trainer.py",), libraries=("torch", "deepspeed", "numpy", "tokenizers"))
 SPLITS = ("train", "val", "test")
 
 
@@ -65,7 +66,7 @@ def prepare_labelled(cfg: FinetuneConfig, tokenizer_path: Path, folder: Path) ->
 
 def finetune(pretrained: Manifest, tokenizer: Manifest, cfg: FinetuneConfig, workdir: str) -> Manifest:
     config = training_fingerprint_config(cfg, exclude=frozenset({"data"}))
-    fp = fingerprint("finetune", VERSION, config, [pretrained.fingerprint, tokenizer.fingerprint, file_digest(cfg.data)])
+    fp = fingerprint("finetune", CODE, config, [pretrained.fingerprint, tokenizer.fingerprint, file_digest(cfg.data)])
 
     def prepare(work: Path) -> tuple[TrainSpec, dict]:
         prepared = prepare_labelled(cfg, tokenizer.local_file("tokenizer"), work)

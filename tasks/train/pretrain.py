@@ -4,12 +4,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from infra.code_hash import stage_code
 from infra.stage import Manifest, fingerprint
 from model.gpt import MODEL_SIZES, GPTConfig
 from model.spec import TrainConfig, TrainSpec
 from tasks.train.launch import LaunchConfig, run_training, training_fingerprint_config
 
-VERSION = "1"
+CODE = stage_code(__name__, scripts=("model/trainer.py",), libraries=("torch", "deepspeed", "numpy"))
 
 
 class PretrainConfig(BaseModel):
@@ -31,7 +32,7 @@ class PretrainConfig(BaseModel):
 
 
 def pretrain(packed: Manifest, cfg: PretrainConfig, workdir: str) -> Manifest:
-    fp = fingerprint("pretrain", VERSION, training_fingerprint_config(cfg), [packed.fingerprint])
+    fp = fingerprint("pretrain", CODE, training_fingerprint_config(cfg), [packed.fingerprint])
 
     def prepare(work: Path) -> tuple[TrainSpec, dict]:
         train_data, val_data = ([str(path) for path in packed.local_files(f"{split}-")] for split in ("train", "val"))

@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer
 
+from infra.code_hash import stage_code
 from infra.files import iter_jsonl
 from infra.stage import Manifest, file_digest, fingerprint
 from model.data import TokenRowWriter
@@ -18,7 +19,7 @@ from tasks.data.pack import is_validation
 from tasks.data.tokenizer import EOS, PAD
 from tasks.train.launch import LaunchConfig, run_training, training_fingerprint_config
 
-VERSION = "1"
+CODE = stage_code(__name__, scripts=("model/trainer.py",), libraries=("torch", "deepspeed", "numpy", "tokenizers"))
 
 
 class SFTConfig(BaseModel):
@@ -76,7 +77,7 @@ def prepare_pairs(cfg: SFTConfig, tokenizer_path: Path, width: int, folder: Path
 
 def sft(pretrained: Manifest, tokenizer: Manifest, cfg: SFTConfig, workdir: str) -> Manifest:
     config = training_fingerprint_config(cfg, exclude=frozenset({"data"}))
-    fp = fingerprint("sft", VERSION, config, [pretrained.fingerprint, tokenizer.fingerprint, file_digest(cfg.data)])
+    fp = fingerprint("sft", CODE, config, [pretrained.fingerprint, tokenizer.fingerprint, file_digest(cfg.data)])
 
     def prepare(work: Path) -> tuple[TrainSpec, dict]:
         backbone = TrainSpec.load(pretrained.local_file("spec")).model

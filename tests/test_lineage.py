@@ -1,0 +1,90 @@
+"""Code-aware fingerprints: a stage's fingerprint follows the code it runs, not a hand-kept constant."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from infra import code_hash
+from infra.code_hash import stage_code
+from infra.stage import fingerprint, run_stage
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINER = ("model/trainer.py",)
+
+
+def test_no_stage_keeps_a_code_version_constant():
+    constants = re.compile(r"^\w*VERSION\s*=", re.MULTILINE)
+    found = {str(p.relative_to(REPO)): constants.findall(p.read_text()) for p in (REPO / "tasks").rglob("*.py")}
+    # a schema version of a file format may stay: it says how to read a file, not which code wrote it
+    assert {path: names for path, names in found.items() if any(n != "SCHEMA_VERSION =" for n in names)} == {}
+
+
+@pytest.fixture
+def tree(tmp_path) -> Path:
+    """A copy of the project's code, to edit."""
+    for package in ("tasks", "infra", "model", "flows"):
+        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    return tmp_path
+
+
+def codes(root: Path) -> dict[str, str]:
+    return {"clean": stage_code("tasks.data.clean", root=root), "pretrain": stage_code("tasks.train.pretrain", TRAINER, root=root),
+            "evaluate": stage_code("tasks.eval.evaluate", root=root)}
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{path}: {old!r} not found (the test must follow the code)"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_editing_a_function_clean_uses_changes_clean_only(tree):
+    before = codes(tree)
+    edit(tree / "tasks/data/pii.py", "max(0, match.start() - 12)", "max(0, match.start() - 13)")
+    after = codes(tree)
+    assert after["clean"] != before["clean"]
+    assert after["pretrain"] == before["pretrain"]
+    assert [m for m in after["clean"].modules if after["clean"].modules[m] != before["clean"].modules[m]] == ["tasks.data.pii"]
+
+
+def test_comments_docstrings_and_formatting_do_not_count(tree):
+    before = codes(tree)
+    edit(tree / "tasks/data/pii.py", "def _is_ipv4(match: re.Match) -> bool:\n",
+         'def _is_ipv4(match: re.Match) -> bool:\n    """A new docstring."""\n    # and a comment\n\n')
+    edit(tree / "tasks/data/clean.py", '"""', '"""Reworded. ')
+    assert codes(tree) == before
+
+
+def test_editing_report_code_changes_evaluate_not_pretrain(tree):
+    before = codes(tree)
+    edit(tree / "tasks/eval/report.py", 'return "data:image/png;base64,"', 'return "data:image/png;base64 ,"')
+    after = codes(tree)
+    assert after["evaluate"] != before["evaluate"] and after["pretrain"] == before["pretrain"]
+    assert after["clean"] == before["clean"]
+
+
+def test_the_trainer_script_counts_for_training(tree):
+    before = codes(tree)
+    edit(tree / "model/trainer.py", "EXTRA_COLUMNS = {", "EXTRA_COLUMNS = {**{}, ")
+    after = codes(tree)
+    assert after["pretrain"] != before["pretrain"] and after["clean"] == before["clean"]
+
+
+def test_a_library_upgrade_changes_the_code_version(monkeypatch):
+    before = stage_code("tasks.data.clean", libraries=("ftfy",))
+    real = code_hash.importlib.metadata.version
+    monkeypatch.setattr(code_hash.importlib.metadata, "version", lambda name: "99.0" if name == "ftfy" else real(name))
+    after = stage_code("tasks.data.clean", libraries=("ftfy",))
+    assert after != before and after.libraries == {"ftfy": "99.0"} and after.modules == before.modules
+
+
+def test_the_manifest_records_the_lineage(tmp_path):
+    code = stage_code("tasks.data.pii", libraries=("pyarrow",))
+    fp = fingerprint("toy", code, {"threshold": 0.5}, ["upstream-fp"])
+    manifest = run_stage(str(tmp_path), "toy", fp, lambda folder: {})
+    lineage = manifest.lineage
+    assert lineage["code"] == code and lineage["config"] == {"threshold": 0.5} and lineage["inputs"] == ["upstream-fp"]
+    assert "tasks.data.pii" in lineage["modules"] and set(lineage["libraries"]) == {"pyarrow"}
+    assert run_stage(str(tmp_path), "toy", fp, lambda folder: {}).lineage == lineage  # read back from disk
