@@ -45,13 +45,14 @@ from tasks.data.decontam import (
 )
 from tasks.data.labelled import LabelledData
 from tasks.data.shards import (
+    REJECTED_SCHEMA,
+    ShardWriter,
     iter_batches,
     merge_stats,
+    parquet_schema,
     read_table,
-    rejected_table,
     shard_paths,
     shard_stats,
-    write_parquet_atomic,
 )
 
 CODE = stage_code(__name__, libraries=("rensa", "numpy", "pyarrow"))
@@ -332,26 +333,35 @@ def exchange_keeping(fn, inputs: list[list], num_parts: int, description: str) -
 
 def filter_shard(item: tuple[int, str], out_dir: str, duplicate_of: dict[str, tuple[str, str]],
                  test_ngrams: dict[int, str], ngram: int) -> dict:
-    """Drop the shard's duplicates, then documents that share an n-gram with a test text; the files land in
-    `out_dir`, a local folder or a URL."""
+    """Drop the shard's duplicates, then documents that share an n-gram with a test text, batch by batch; the
+    files land in `out_dir`, a local folder or a URL."""
     _, path = item
-    table = read_table(path)
-    reasons = {}
-    for doc_id, text in zip(table.column("id").to_pylist(), table.column("text").to_pylist()):
-        if doc_id in duplicate_of:
-            reason, other = duplicate_of[doc_id]
-            reasons[doc_id] = (reason, f"duplicate of {other}")
-        elif source := contaminated_by(text, test_ngrams, ngram):
-            reasons[doc_id] = ("contaminated", f"shares a {ngram}-gram with {source}")
-    dropped = pa.array([doc_id in reasons for doc_id in table.column("id").to_pylist()], type=pa.bool_())
-    kept = table.filter(pc.invert(dropped))
-    rejected = [{"id": d["id"], "text": d["text"], "source": d["source"], "reason": reasons[d["id"]][0],
-                 "detail": reasons[d["id"]][1]} for d in table.filter(dropped).to_pylist()]
     name = storage.name_of(path).removesuffix(".parquet")  # the input shard's name: names stay stable from stage to stage
-    with storage.writing(out_dir) as local:
-        write_parquet_atomic(kept, local / f"{name}.parquet")
-        write_parquet_atomic(rejected_table(rejected), local / f"rejected-{name.removeprefix('shard-')}.parquet")
-    return shard_stats(name, table.num_rows, kept.num_rows, Counter(r["reason"] for r in rejected))
+    num_rows, num_kept, reasons = 0, 0, Counter()
+    with (storage.writing(out_dir) as local, ShardWriter(local / f"{name}.parquet", parquet_schema(path)) as kept_out,
+          ShardWriter(local / f"rejected-{name.removeprefix('shard-')}.parquet", REJECTED_SCHEMA) as rejected_out):
+        for batch in iter_batches(path, 1024):
+            table = pa.Table.from_batches([batch])
+            why = [drop_reason(doc_id, text, duplicate_of, test_ngrams, ngram)
+                   for doc_id, text in zip(table.column("id").to_pylist(), table.column("text").to_pylist())]
+            kept = table.filter(pa.array([w is None for w in why], pa.bool_()))
+            kept_out.write(kept)
+            for row, (reason, detail) in ((r, w) for r, w in zip(table.to_pylist(), why) if w):
+                rejected_out.add({"id": row["id"], "text": row["text"], "source": row["source"], "reason": reason,
+                                  "detail": detail})
+                reasons[reason] += 1
+            num_rows, num_kept = num_rows + table.num_rows, num_kept + kept.num_rows
+    return shard_stats(name, num_rows, num_kept, reasons)
+
+
+def drop_reason(doc_id: str, text: str, duplicate_of: dict[str, tuple[str, str]], test_ngrams: dict[int, str],
+                ngram: int) -> tuple[str, str] | None:
+    if doc_id in duplicate_of:
+        reason, other = duplicate_of[doc_id]
+        return reason, f"duplicate of {other}"
+    if source := contaminated_by(text, test_ngrams, ngram):
+        return "contaminated", f"shares a {ngram}-gram with {source}"
+    return None
 
 
 def drop_list(parts: list[pa.Table], reason: str) -> dict[str, tuple[str, str]]:
