@@ -318,6 +318,40 @@ def runs(limit: int = typer.Option(10, "--limit", "-n", min=1, help="how many of
 
 
 @app.command()
+def lineage(
+    location: str = typer.Argument(..., help="an output folder (<workdir>/<stage>/<fingerprint>) or any file in one, "
+                                   "e.g. a model's model.safetensors; a path or a storage URL"),
+    as_json: bool = typer.Option(False, "--json", help="print the chain as JSON"),
+) -> None:
+    """The chain from an output back to the input files and settings that made it, read from the manifests."""
+    from infra.lineage import chain, output_of
+
+    try:
+        workdir, manifest = output_of(location)
+    except ValueError as err:
+        console.print(f"[red]error[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    found = chain(workdir, manifest)
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    for link in found:
+        made_from = ", ".join(link["from"]) or "-"
+        console.print(f"[bold]{link['stage']}[/bold] {link['fingerprint']}  code {link['code'] or '(not recorded)'}  "
+                      f"from {made_from}", highlight=False, soft_wrap=True)
+        if link["libraries"]:
+            console.print("  libraries: " + ", ".join(f"{k} {v}" for k, v in link["libraries"].items()),
+                          highlight=False, soft_wrap=True, markup=False)
+        if link["config"]:
+            console.print(f"  config: {json.dumps(link['config'], sort_keys=True)}", highlight=False, soft_wrap=True,
+                          markup=False)
+        for entry in link["inputs"][:10]:
+            console.print(f"  input: {entry}", highlight=False, soft_wrap=True, markup=False)
+        if len(link["inputs"]) > 10:
+            console.print(f"  ... and {len(link['inputs']) - 10} more inputs (--json lists all)", highlight=False)
+
+
+@app.command()
 def reprocess(
     corpus: Path = typer.Option(..., "--corpus", help="corpus file or folder to run on, in place of the recipe's ingest.paths"),
     from_stage: str | None = typer.Option(None, "--from", help="rebuild this stage and every later one even when cached"),

@@ -15,7 +15,7 @@ from typing import Any
 
 from infra import storage
 from infra.ray_map import map_shards
-from infra.stage import output_location
+from infra.stage import output_location, rebuilding
 
 STATS = "stats.json"
 
@@ -69,10 +69,11 @@ def link_unit(cache_dir: str, key: str, index: int | None) -> dict:
 def cached_map(fn: Callable, keyed_items: Sequence[tuple[str, Any]], description: str, cache_dir: str,
                indexed: bool = True, in_driver: Callable[[Any], bool] = lambda item: False, **shared: Any) -> list[dict]:
     """Like map_shards(fn, ...) but memoised per unit key; each result gains `units_reused` (1 if linked from cache).
+    A forced stage (`--force`) rebuilds every unit: a suspect cache is what forcing is for.
 
     Items for which `in_driver(item)` is true run in this process (their bytes live only here).
     """
-    todo = [(key, item) for key, item in dict(keyed_items).items() if not is_complete(cache_dir, key)]
+    todo = [(key, item) for key, item in dict(keyed_items).items() if rebuilding() or not is_complete(cache_dir, key)]
     on_ray = [kv for kv in todo if not in_driver(kv[1])]
     if on_ray:
         map_shards(build_unit, on_ray, description, unit_fn=fn, cache_dir=cache_dir, indexed=indexed, **shared)

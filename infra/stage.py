@@ -33,6 +33,7 @@ MANIFEST = "manifest.json"
 _FORCED: ContextVar[frozenset[str]] = ContextVar("forced_stages", default=frozenset())
 # where the attempt being built lands: Ray workers and server-side copies write there directly
 _OUTPUT: ContextVar[str | None] = ContextVar("stage_output", default=None)
+_BUILDING: ContextVar[str | None] = ContextVar("stage_building", default=None)
 
 
 def output_location() -> str:
@@ -41,6 +42,11 @@ def output_location() -> str:
     if location is None:
         raise RuntimeError("output_location() is only known while run_stage builds an output")
     return location
+
+
+def rebuilding() -> bool:
+    """Whether the stage being built was forced (`--force`): then its per-unit caches are rebuilt too, not linked."""
+    return _BUILDING.get() in _FORCED.get()
 
 
 @contextmanager
@@ -146,7 +152,7 @@ def run_stage(workdir: str, stage: str, fp: str, build: Callable[[Path], dict]) 
     attempt = storage.new_attempt() if remote else None
     target = storage.join(folder, attempt) if remote else storage.join(workdir, stage, f".{fp}.partial-{uuid.uuid4().hex[:8]}")
     started = time.perf_counter()
-    token = _OUTPUT.set(target)
+    token, building = _OUTPUT.set(target), _BUILDING.set(stage)
     try:
         with storage.writing(target) as local:
             fields = build(local)
@@ -166,6 +172,7 @@ def run_stage(workdir: str, stage: str, fp: str, build: Callable[[Path], dict]) 
         raise
     finally:
         _OUTPUT.reset(token)
+        _BUILDING.reset(building)
         if not remote:
             shutil.rmtree(target, ignore_errors=True)
     return manifest

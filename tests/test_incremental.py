@@ -47,6 +47,11 @@ def test_reruns_skip_what_did_not_change(corpus, tmp_path, repo_cwd):
     # --force dedup: dedup and after rebuild although their fingerprints are unchanged
     forced = run(work, corpus, "--force", "dedup")
     assert forced == {"ingest": "cached", "clean": "cached"} | dict.fromkeys(DATA_STAGES[2:], "ran")
+    # ... and so do their per-unit caches: a forced stage trusts no cached signature or token unit
+    from infra.stage import latest_output
+
+    assert latest_output(str(work), "dedup").counts["signature_shards_reused"] == 0
+    assert latest_output(str(work), "pack").counts["units_reused"] == 0
 
     # and the rejections of the strict run can be read back with their reasons
     shown = CliRunner().invoke(app, ["inspect", "rejected", "--workdir", str(work), "--reason", "too_short",

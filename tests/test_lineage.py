@@ -88,3 +88,35 @@ def test_the_manifest_records_the_lineage(tmp_path):
     assert lineage["code"] == code and lineage["config"] == {"threshold": 0.5} and lineage["inputs"] == ["upstream-fp"]
     assert "tasks.data.pii" in lineage["modules"] and set(lineage["libraries"]) == {"pyarrow"}
     assert run_stage(str(tmp_path), "toy", fp, lambda folder: {}).lineage == lineage  # read back from disk
+
+
+def test_lineage_walks_from_any_output_back_to_the_input_files(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    work = str(tmp_path / "work")
+    first = fingerprint("ingest", stage_code("tasks.data.ingest", libraries=("pyarrow",)), {"unit_bytes": 1},
+                        ["corpus/a.txt:" + "0" * 64])
+    ingested = run_stage(work, "ingest", first, lambda folder: {})
+
+    def build(folder):
+        (folder / "model.safetensors").write_text("weights")
+        return {"files": {"weights": "model.safetensors"}}
+
+    later = run_stage(work, "pretrain", fingerprint("pretrain", stage_code("tasks.train.pretrain", TRAINER),
+                                                    {"lr": 0.001}, [ingested.fingerprint]), build)
+    shown = CliRunner().invoke(app, ["lineage", later.file("weights"), "--json"])
+    assert shown.exit_code == 0, shown.output
+    links = json.loads(shown.output)
+    assert [link["stage"] for link in links] == ["pretrain", "ingest"]
+    assert links[0]["from"] == [ingested.fingerprint] and links[0]["config"] == {"lr": 0.001}
+    assert links[1]["inputs"] == ["corpus/a.txt:" + "0" * 64] and links[1]["libraries"].keys() == {"pyarrow"}
+
+    text = CliRunner().invoke(app, ["lineage", later.path])
+    assert text.exit_code == 0 and "corpus/a.txt" in text.output and "pretrain" in text.output
+
+    missing = CliRunner().invoke(app, ["lineage", str(tmp_path)])
+    assert missing.exit_code == 2 and "not inside a finished stage output" in missing.output

@@ -35,7 +35,7 @@ from infra import storage
 from infra.code_hash import stage_code
 from infra.ray_map import cluster_cpus
 from infra.shuffle import exchange, partition_of, split_by
-from infra.stage import Manifest, fingerprint, output_location, run_stage
+from infra.stage import Manifest, fingerprint, output_location, rebuilding, run_stage
 from tasks.data.decontam import (
     DecontaminateConfig,
     contaminated_by,
@@ -133,12 +133,12 @@ def signature_key(shard: str, cfg: MinHashConfig) -> str:
                        [storage.digest(shard)])
 
 
-def shard_keys(path: str, cfg: DedupConfig, cache: str) -> tuple[dict, bool]:
+def shard_keys(path: str, cfg: DedupConfig, cache: str, reuse: bool = True) -> tuple[dict, bool]:
     """{"ids", "exact" (n, 2) uint64, "sigs"} of one shard, and whether it came from the cache.
 
     The shard is read batch by batch; the cache holds 16 + 4 x bands x rows bytes a document."""
     ids = read_table(path, columns=["id"]).column("id").to_pylist()
-    if storage.exists(cache):
+    if reuse and storage.exists(cache):
         return {"ids": ids, **cached_keys(cache)}, True
     exact, sigs = [], []
     for batch in iter_batches(path, 1024, ["text"]):
@@ -161,11 +161,11 @@ def cached_keys(cache: str) -> dict:
 # ---- the exchanges -----------------------------------------------------------------------------
 
 
-def route_keys(shard: int, parts: list, cfg: DedupConfig, cache_dir: str, paths: list[str],
-               num_parts: int) -> tuple[dict, list]:
+def route_keys(shard: int, parts: list, cfg: DedupConfig, cache_dir: str, paths: list[str], num_parts: int,
+               reuse: bool) -> tuple[dict, list]:
     """Shard -> buckets: each exact key and band key goes to the partition its value hashes to."""
     cache = storage.join(cache_dir, f"{signature_key(paths[shard], cfg.minhash)}.npz")
-    keys, cached = shard_keys(paths[shard], cfg, cache)
+    keys, cached = shard_keys(paths[shard], cfg, cache, reuse)
     n = len(keys["ids"])
     exact = pa.table({"key": keys["exact"][:, 0], "key2": keys["exact"][:, 1], "id": keys["ids"],
                       "shard": np.full(n, shard, np.int32)}, schema=EXACT)
@@ -391,7 +391,7 @@ def find_duplicates(paths: list[str], cfg: DedupConfig, cache_dir: str, num_part
     """The drop lists of every shard (object references, one list of parts per shard) and the exchange counts."""
     shards = len(paths)
     hashed, by_bucket = exchange(route_keys, [[]] * shards, num_parts, "dedup: hash", cfg=cfg, cache_dir=cache_dir,
-                                 paths=paths, num_parts=num_parts)
+                                 paths=paths, num_parts=num_parts, reuse=not rebuilding())
     _, by_shard = exchange(bucket_pairs, by_bucket, 2 * shards, "dedup: buckets", cfg=cfg, num_shards=shards)
     exact, pairs = by_shard[:shards], by_shard[shards:]
     counts = {"signature_shards_reused": sum(h["cached"] for h in hashed),

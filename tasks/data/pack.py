@@ -16,7 +16,7 @@ from infra import storage
 from infra.code_hash import stage_code
 from infra.ray_map import cluster_cpus, map_with_actors
 from infra.shard_cache import is_complete, link_all
-from infra.stage import Manifest, fingerprint, run_stage
+from infra.stage import Manifest, fingerprint, rebuilding, run_stage
 from tasks.data.shards import shard_paths
 from tasks.data.tokenize_shard import SPLITS, ShardTokenizer, is_validation  # noqa: F401 - is_validation: sft
 from tasks.data.tokenizer import EOS
@@ -50,9 +50,11 @@ def tokenize_and_pack(deduped: Manifest, tokenizer: Manifest, cfg: PackConfig, w
     def build(folder: Path) -> dict:
         cache_dir = storage.join(workdir, "pack", ".units")
         unit_cfg = {"val_fraction": cfg.val_fraction, "seq_len": cfg.seq_len}  # what a unit's blocks depend on, besides its bytes
-        keyed = [(fingerprint("tokenize-shard", CODE, unit_cfg, [tokenizer.fingerprint, storage.digest(p)]), p)
+        # keyed by the tokenizer's bytes, not its fingerprint: the same vocabulary trained again reuses the units
+        vocabulary = storage.digest(tokenizer.file("tokenizer"))
+        keyed = [(fingerprint("tokenize-shard", CODE, unit_cfg, [vocabulary, storage.digest(p)]), p)
                  for p in shard_paths(deduped.root)]
-        todo = [(key, path) for key, path in dict(keyed).items() if not is_complete(cache_dir, key)]
+        todo = [(key, path) for key, path in dict(keyed).items() if rebuilding() or not is_complete(cache_dir, key)]
         init = (tokenizer.file("tokenizer"), EOS, cache_dir, cfg.val_fraction, cfg.seq_len)
         if todo:
             map_with_actors(ShardTokenizer, init, "tokenize", todo, cfg.num_actors or cluster_cpus(), "tokenize")

@@ -16,7 +16,7 @@ from sklearn.metrics import (
 from tokenizers import Tokenizer
 
 from infra.code_hash import stage_code
-from infra.stage import Manifest, fingerprint, run_stage
+from infra.stage import Manifest, file_digest, fingerprint, run_stage
 from model.data import TokenRowWriter
 from model.inference import generate, perplexity, predict
 from model.weights import load_classifier, load_gpt
@@ -133,7 +133,9 @@ def headline(metrics: dict) -> dict:
 
 def evaluate(manifests: dict[str, Manifest], cfg: EvaluateConfig, workdir: str, recipe: dict) -> Manifest:
     """`recipe`: the whole resolved recipe, shown in the report."""
-    inputs = [m.fingerprint for m in manifests.values()]
+    # the extra texts by content: an edited file is a new measurement even under the same name
+    extra = [f"{f}:{file_digest(f)}" for f in text_files(cfg.extra_texts)]
+    inputs = [m.fingerprint for m in manifests.values()] + extra
     fp = fingerprint("evaluate", CODE, cfg.model_dump(mode="json"), inputs)
 
     def build(folder: Path) -> dict:
@@ -142,6 +144,9 @@ def evaluate(manifests: dict[str, Manifest], cfg: EvaluateConfig, workdir: str, 
         metrics["data"] = {name: m.counts | {"rejected_by_reason": m.stats.get("rejected_by_reason", {})}
                            for name, m in manifests.items() if name in document_stages()}
         metrics["lineage"] = {name: m.fingerprint for name, m in manifests.items()}
+        # what each of those outputs was made with: code, libraries, config, input files (`tokenmill lineage`)
+        metrics["lineage_detail"] = {name: {k: m.lineage.get(k) for k in ("code", "libraries", "config", "inputs")}
+                                     for name, m in manifests.items()}
         if "sft" in manifests:
             metrics["sft"] = sft_metrics(manifests["sft"], manifests["tokenizer"], cfg)
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
