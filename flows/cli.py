@@ -58,6 +58,38 @@ def run(
     print_summary(manifests, time.perf_counter() - started)
 
 
+@app.command()
+def plan(
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML recipe"),
+    workdir: str | None = typer.Option(None, "--workdir", "-w", help="the work directory to compare with, a path or "
+                                       "a storage URL (default: the recipe's)"),
+    overrides: list[str] = typer.Option([], "--set", help="override a recipe value: key.path=value (repeatable)"),
+    until: str | None = typer.Option(None, help="stop after this stage; `pack` = the data stages"),
+    force: str | None = typer.Option(None, help="as `run --force`: this stage and every later one would rebuild"),
+    as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+) -> None:
+    """A dry run: for each stage, whether `run` would reuse its output or build it, and why. Starts no Ray, trains
+    nothing, reads no input file (ingest uses its cached digests)."""
+    with config_errors():
+        check_stages(("--until", until), ("--force", force))
+        cfg = load_config(config, overrides, workdir)
+    from flows.plan import plan as dry_run
+
+    started = time.perf_counter()
+    planned = dry_run(cfg, until=until, force=force)
+    if as_json:
+        print(json.dumps(planned, indent=2))
+        return
+    table = Table(title=f"plan for {cfg.workdir}")
+    for column in ("stage", "would", "fingerprint", "why"):
+        table.add_column(column, overflow="fold")
+    for entry in planned:
+        action = "[green]reuse[/green]" if entry["action"] == "reuse" else "[yellow]run[/yellow]"
+        table.add_row(entry["stage"], action, entry["fingerprint"], "\n".join(entry["why"]))
+    console.print(table)
+    console.print(f"planned in {time.perf_counter() - started:.1f} s", highlight=False)
+
+
 def run_pipeline(pipeline, cfg, **options) -> dict:
     """The flow's manifests; a failed run ends with one line saying what failed (Prefect has logged the
     traceback above it) and exit code 1."""
@@ -349,6 +381,36 @@ def lineage(
             console.print(f"  input: {entry}", highlight=False, soft_wrap=True, markup=False)
         if len(link["inputs"]) > 10:
             console.print(f"  ... and {len(link['inputs']) - 10} more inputs (--json lists all)", highlight=False)
+
+
+@app.command()
+def gc(
+    workdir: str = typer.Argument(..., help="the work directory, a path or a storage URL"),
+    keep: int = typer.Option(3, "--keep", min=0, help="keep what the last N finished runs used"),
+    pin: list[str] = typer.Option([], "--pin", help="a run id (or its prefix) whose outputs are kept for good"),
+    checkpoints: bool = typer.Option(False, "--checkpoints", help="also remove resumable training folders"),
+    delete: bool = typer.Option(False, "--delete", help="remove them; without it gc only says what it would remove"),
+) -> None:
+    """Remove outputs that none of the last N runs (nor a pinned or running one) uses, and what killed runs left."""
+    from infra.gc import collect, remove
+    from infra.runs import pin as pin_run
+
+    try:
+        for run_id in pin:
+            console.print(f"pinned run {pin_run(workdir, run_id).run_id}", highlight=False)
+        found = collect(workdir, keep=keep, checkpoints=checkpoints)
+    except ValueError as err:
+        console.print(f"[red]error[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    for location, why in found.remove:
+        console.print(f"{'removing' if delete else 'would remove'} {location}  ({why})", highlight=False,
+                      soft_wrap=True, markup=False)
+    if delete:
+        remove(found)
+    verb = "freed" if delete else "would free"
+    console.print(f"{len(found.remove)} folders, {verb} {found.bytes_freed / 2**20:.1f} MiB; kept the outputs of runs "
+                  f"{', '.join(found.keep_runs)}" + ("" if delete else " (dry run: --delete to remove)"), highlight=False,
+                  soft_wrap=True)
 
 
 @app.command()

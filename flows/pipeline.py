@@ -26,9 +26,10 @@ from flows.config import PipelineConfig
 from infra import storage
 from infra.progress import reporting
 from infra.ray_runtime import cluster_address, configure_ray, ensure_ray
-from infra.stage import Manifest, forcing
+from infra.runs import finish_run, start_run, used
+from infra.stage import Manifest, forcing, recording_use
 from tasks.eval.report import headline_markdown, stage_table
-from tasks.stages import ALL, PHASES, RECIPE, Stage, stages_from, stages_in
+from tasks.stages import PHASES, Stage, forced_from, stage_arguments, stages_in
 
 
 @flow(name="pipeline", log_prints=True)
@@ -39,11 +40,17 @@ def pipeline(config: PipelineConfig, until: str | None = None, force: str | None
     if cluster_address():  # a cluster: prove that every node can read the workdir before any stage runs
         ensure_ray()
     done: dict[str, Manifest] = {}
-    with forcing(forced_from(force)):
-        for phase in PHASES:  # prepare-data -> pretrain -> finetune -> evaluate
-            done |= PHASE_FLOWS[phase](config, workdir, done, until)
-            if until in done:
-                break
+    record = start_run(workdir)  # the run's lease on what it uses, and gc's record of it afterwards
+    try:
+        with forcing(forced_from(force)), recording_use(lambda stage, fp: used(record, stage, fp)):
+            for phase in PHASES:  # prepare-data -> pretrain -> finetune -> evaluate
+                done |= PHASE_FLOWS[phase](config, workdir, done, until)
+                if until in done:
+                    break
+    except BaseException:
+        finish_run(record, ok=False)
+        raise
+    finish_run(record, ok=True)
     return done
 
 
@@ -71,21 +78,6 @@ def phase_flow(phase: str):
 
 
 PHASE_FLOWS = {phase: phase_flow(phase) for phase in PHASES}
-
-
-def stage_arguments(row: Stage, config: PipelineConfig, workdir: str, manifests: dict[str, Manifest]) -> tuple:
-    """The stage table's calling convention: upstream manifests, own section, workdir, then named sections."""
-    upstream = (dict(manifests),) if row.inputs == ALL else tuple(manifests[name] for name in row.inputs)
-    own = (getattr(config, row.name),) if row.config is not None else ()
-    sections = {name: config.model_dump(mode="json") if name == RECIPE else getattr(config, name)
-                for name in row.sections}
-    return (*upstream, *own, workdir, sections)
-
-
-def forced_from(stage: str | None) -> set[str]:
-    """`--force clean` rebuilds clean (its signals step too) and everything after it."""
-    forced = set(stages_from(stage))
-    return forced | {"clean_signals"} if "clean" in forced else forced
 
 
 def as_task(row: Stage):
@@ -168,6 +160,8 @@ def progress_artifacts():
 def stat_rows(manifest: Manifest) -> list[dict]:
     """A manifest's counts and scalar stats as `metric, value` rows; nested dicts one level deep (`rejected_by_reason.too_short`)."""
     flat = {"cached": manifest.cached, "seconds": round(manifest.seconds, 2), **manifest.counts}
+    if manifest.why and not manifest.cached:  # what `tokenmill plan` would have said: why this output was built
+        flat["why"] = "; ".join(manifest.why)
     for key, value in manifest.stats.items():
         if isinstance(value, dict):
             flat |= {f"{key}.{k}": v for k, v in value.items() if isinstance(v, (int, float, str, bool))}

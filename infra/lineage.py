@@ -10,7 +10,7 @@ import posixpath
 import re
 
 from infra import storage
-from infra.stage import MANIFEST, Manifest, read_manifest
+from infra.stage import MANIFEST, Manifest, latest_output, read_manifest
 
 
 def output_of(location: str) -> tuple[str, Manifest]:
@@ -60,3 +60,70 @@ def chain(workdir: str, manifest: Manifest) -> list[dict]:
                       "config": current.lineage.get("config"), "from": [m.fingerprint for m in upstream],
                       "inputs": leaves, "recorded": bool(current.lineage)})
     return found
+
+
+# ---- why a stage runs: the difference between two lineages -------------------------------------------------
+
+
+def _flat(config: object, prefix: str = "") -> dict[str, object]:
+    if not isinstance(config, dict):
+        return {prefix: config}
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        flat |= _flat(value, f"{prefix}.{key}" if prefix else str(key))
+    return flat
+
+
+def _files(inputs: list[str]) -> dict[str, str]:
+    """Input files by name (`corpus/a.txt:sha256`); outputs' fingerprints are not files."""
+    return dict(entry.rsplit(":", 1) for entry in inputs if ":" in entry)
+
+
+def changes(old: dict, new: dict, stage_of: dict[str, str]) -> list[str]:
+    """Why an output with lineage `new` is not the one with lineage `old`: each input, config field, module and
+    library version that differs. `stage_of` names the stage of an upstream fingerprint, where known."""
+    if not old:
+        return ["the newest earlier output predates recorded lineage"]
+    reasons = []
+    old_inputs, new_inputs = set(old.get("inputs", [])), set(new.get("inputs", []))
+    old_files, new_files = _files(list(old_inputs)), _files(list(new_inputs))
+    for name in sorted(new_files.keys() | old_files.keys()):
+        if name not in old_files:
+            reasons.append(f"input file {name} is new")
+        elif name not in new_files:
+            reasons.append(f"input file {name} is gone")
+        elif old_files[name] != new_files[name]:
+            what = "is not hashed yet (new size or mtime)" if new_files[name].startswith("unhashed") else "changed"
+            reasons.append(f"input file {name} {what}")
+    for fp in sorted(new_inputs - old_inputs):
+        if ":" not in fp:
+            upstream = stage_of.get(fp)
+            reasons.append(f"input from {upstream} is a new output ({fp})" if upstream else f"input {fp[:16]} changed")
+    old_config, new_config = _flat(old.get("config")), _flat(new.get("config"))
+    for key in sorted(old_config.keys() | new_config.keys()):
+        if old_config.get(key, "(unset)") != new_config.get(key, "(unset)"):
+            reasons.append(f"config {key}: {old_config.get(key, '(unset)')!r} -> {new_config.get(key, '(unset)')!r}")
+    old_modules, new_modules = old.get("modules", {}), new.get("modules", {})
+    for module in sorted(old_modules.keys() | new_modules.keys()):
+        if old_modules.get(module) != new_modules.get(module):
+            state = "is new" if module not in old_modules else "is gone" if module not in new_modules else "changed"
+            reasons.append(f"code {module} {state}")
+    old_libs, new_libs = old.get("libraries", {}), new.get("libraries", {})
+    for name in sorted(old_libs.keys() | new_libs.keys()):
+        if old_libs.get(name) != new_libs.get(name):
+            reasons.append(f"library {name} {old_libs.get(name, 'absent')} -> {new_libs.get(name, 'absent')}")
+    return reasons or ["the fingerprint differs (stage name or an input's order)"]
+
+
+def explain(workdir: str, stage: str, lineage: dict, forced: bool, planned: dict[str, str] | None = None) -> list[str]:
+    """Why `stage` builds an output of this lineage: forced, its first output, or how it differs from the newest
+    finished output of the stage (by manifest time). `planned` names the stages of outputs a dry run has not built."""
+    if forced:
+        return ["forced (--force)"]
+    previous = latest_output(workdir, stage)
+    if previous is None:
+        return ["no earlier output of this stage"]
+    fresh = set(lineage.get("inputs", [])) - set(previous.lineage.get("inputs", []))
+    folders = stage_folders(workdir) if fresh else []
+    stage_of = {fp: m.stage for fp in fresh if (m := find_output(workdir, fp, folders)) is not None} | (planned or {})
+    return changes(previous.lineage, lineage, stage_of)

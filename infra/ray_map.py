@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import ray
 from rich.progress import Progress
 
 from infra.ray_runtime import ensure_ray
@@ -34,6 +33,8 @@ class _Collect(logging.Handler):
 
 def run_logged(fn: Callable, item: Any, **shared: Any) -> tuple[Any, dict]:
     """On a worker: fn(item, **shared), plus where it ran, how long it took and what it logged."""
+    import ray
+
     handler, logger = _Collect(), logging.getLogger("tasks")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -55,6 +56,8 @@ def replay(description: str, item_name: str, where: dict) -> None:
 
 def map_shards(fn: Callable, items: Sequence[Any], description: str, **shared: Any) -> list[Any]:
     """Run fn(item, **shared) for each item on Ray; results come back in the order of `items`."""
+    import ray
+
     ensure_ray()
     remote_fn = ray.remote(max_retries=SHARD_RETRIES, retry_exceptions=False)(run_logged)
     shared_refs = {k: ray.put(v) for k, v in shared.items()}
@@ -79,6 +82,8 @@ def map_shards(fn: Callable, items: Sequence[Any], description: str, **shared: A
 def map_with_actors(actor_cls: type, init_args: tuple, method: str, items: Sequence[Any], num_actors: int,
                     description: str) -> list[Any]:
     """Like map_shards, but each actor pays its set-up cost (loading a tokenizer, say) once."""
+    import ray
+
     ensure_ray()
     remote_cls = ray.remote(max_restarts=SHARD_RETRIES, max_task_retries=SHARD_RETRIES)(actor_cls)
     actors = [remote_cls.remote(*init_args) for _ in range(max(1, min(num_actors, len(items))))]
@@ -107,5 +112,7 @@ def map_with_actors(actor_cls: type, init_args: tuple, method: str, items: Seque
 
 def cluster_cpus() -> int:
     """The CPUs of the Ray cluster (started or joined if need be): how many tasks or actors can run at once."""
+    import ray
+
     ensure_ray()
     return max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -6,10 +6,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import ray
-from ray._private import ray_constants
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
 from infra import storage
 
 _settings: dict = {"num_cpus": None, "address": None, "workdir": None}
@@ -34,6 +30,8 @@ def cluster_address(address: str | None = None) -> str | None:
 def ensure_ray(num_cpus: int | None = None, address: str | None = None, object_store_mb: int = 512) -> None:
     """Join `address` (else the configured one, else $RAY_ADDRESS) if there is one, else start a local Ray sized
     for this machine that listens on 127.0.0.1 only; a no-op if Ray is already up."""
+    import ray  # here, not at the top: a run whose stages are all cached never pays for importing Ray
+
     if ray.is_initialized():
         return
     num_cpus = num_cpus or _settings["num_cpus"]
@@ -57,6 +55,8 @@ def loopback_node() -> Iterator[None]:
     on macOS and Windows, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) keeps 127.0.0.1 instead; it is read once at import,
     so it is flipped here for the start only and a later join in this process still finds its node the usual way.
     """
+    from ray._private import ray_constants
+
     saved = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
@@ -80,6 +80,9 @@ def check_workdir_shared(workdir: str) -> None:
     probe = storage.join(workdir, ".preflight", f"{uuid.uuid4().hex}.txt")
     storage.write_text(probe, f"written by {socket.gethostname()}")
     try:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         nodes = [n for n in ray.nodes() if n["Alive"]]
         read = ray.remote(num_cpus=0)(_read_probe)
         answers = ray.get([read.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import ray
 from rich.progress import Progress
 
 from infra.ray_runtime import ensure_ray
@@ -35,6 +34,8 @@ def exchange(fn: Callable, inputs: Sequence[Sequence[Any]], num_out: int, descri
              **shared: Any) -> tuple[list[Any], list[list[Any]]]:
     """Run fn(i, inputs[i], **shared) for every partition i; returns (summaries, routed) where routed[j] holds
     the j-th output part of every task (object references), ready to be the inputs of the next exchange."""
+    import ray
+
     ensure_ray()
     remote = ray.remote(max_retries=RETRIES, retry_exceptions=False)(_run).options(num_returns=num_out + 1 if num_out else 1)
     shared_refs = {k: ray.put(v) for k, v in shared.items()}
@@ -47,6 +48,8 @@ def exchange(fn: Callable, inputs: Sequence[Sequence[Any]], num_out: int, descri
 
 def _gather(refs: list, description: str) -> list[Any]:
     """Summaries in task order, with a progress bar as tasks finish."""
+    import ray
+
     position = {ref: i for i, ref in enumerate(refs)}
     results: list[Any] = [None] * len(refs)
     with Progress(transient=True) as progress:

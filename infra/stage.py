@@ -34,6 +34,10 @@ _FORCED: ContextVar[frozenset[str]] = ContextVar("forced_stages", default=frozen
 # where the attempt being built lands: Ray workers and server-side copies write there directly
 _OUTPUT: ContextVar[str | None] = ContextVar("stage_output", default=None)
 _BUILDING: ContextVar[str | None] = ContextVar("stage_building", default=None)
+# a dry run (`tokenmill plan`): run_stage records what it would do here and builds nothing
+_PLAN: ContextVar[list[dict] | None] = ContextVar("stage_plan", default=None)
+# told of every output a run uses, built or reused (the pipeline records them for gc, `infra/runs.py`)
+_ON_USE: ContextVar[Callable[[str, str], None] | None] = ContextVar("stage_on_use", default=None)
 
 
 def output_location() -> str:
@@ -47,6 +51,32 @@ def output_location() -> str:
 def rebuilding() -> bool:
     """Whether the stage being built was forced (`--force`): then its per-unit caches are rebuilt too, not linked."""
     return _BUILDING.get() in _FORCED.get()
+
+
+@contextmanager
+def planning() -> Iterator[list[dict]]:
+    """Stage functions called inside compute their fingerprints as usual, but run_stage only records, for each,
+    whether it would reuse or build an output and why, and hands on a manifest with the new fingerprint."""
+    recorded: list[dict] = []
+    token = _PLAN.set(recorded)
+    try:
+        yield recorded
+    finally:
+        _PLAN.reset(token)
+
+
+@contextmanager
+def recording_use(on_use: Callable[[str, str], None]) -> Iterator[None]:
+    """Call on_use(stage, fingerprint) for every output run_stage hands out inside the block."""
+    token = _ON_USE.set(on_use)
+    try:
+        yield
+    finally:
+        _ON_USE.reset(token)
+
+
+def is_planning() -> bool:
+    return _PLAN.get() is not None
 
 
 @contextmanager
@@ -72,6 +102,7 @@ class Manifest(BaseModel):
     seconds: float = 0.0
     # what the fingerprint hashes: code version, module digests, library versions, config, input fingerprints
     lineage: dict[str, Any] = Field(default_factory=dict)
+    why: list[str] = Field(default_factory=list)  # why it was built: what differs from the stage's previous output
 
     @field_validator("path", mode="before")
     @classmethod
@@ -145,9 +176,24 @@ def run_stage(workdir: str, stage: str, fp: str, build: Callable[[Path], dict]) 
     place with its manifest inside; on an object store the files land under a new attempt prefix and the
     manifest naming that attempt is written last. Either way a failed build leaves nothing a reader trusts.
     """
+    from infra.lineage import (
+        explain,  # it reads manifests: imported here, where both modules are complete
+    )
+
     folder = storage.join(workdir, stage, fp)
-    if stage not in _FORCED.get() and (done := read_manifest(folder)) is not None:
+    forced = stage in _FORCED.get()
+    done = None if forced else read_manifest(folder)
+    lineage = getattr(fp, "lineage", {})
+    if (plan := _PLAN.get()) is not None:
+        planned = {entry["fingerprint"]: entry["stage"] for entry in plan}
+        why = [f"output {fp} exists"] if done else explain(workdir, stage, lineage, forced, planned)
+        plan.append({"stage": stage, "fingerprint": str(fp), "action": "reuse" if done else "run", "why": why})
+        return done or Manifest(stage=stage, fingerprint=str(fp), path=folder, lineage=lineage, why=why)
+    if (on_use := _ON_USE.get()) is not None:
+        on_use(stage, str(fp))  # before building: the run's lease covers the output it is making
+    if done is not None:
         return done.model_copy(update={"cached": True, "seconds": 0.0})
+    why = explain(workdir, stage, lineage, forced)
     remote = storage.is_remote(folder)
     attempt = storage.new_attempt() if remote else None
     target = storage.join(folder, attempt) if remote else storage.join(workdir, stage, f".{fp}.partial-{uuid.uuid4().hex[:8]}")
@@ -157,7 +203,7 @@ def run_stage(workdir: str, stage: str, fp: str, build: Callable[[Path], dict]) 
         with storage.writing(target) as local:
             fields = build(local)
             manifest = Manifest(stage=stage, fingerprint=str(fp), path=folder, attempt=attempt,
-                                seconds=time.perf_counter() - started, lineage=getattr(fp, "lineage", {}), **fields)
+                                seconds=time.perf_counter() - started, lineage=lineage, why=why, **fields)
             if not remote:
                 (local / MANIFEST).write_text(manifest.model_dump_json(indent=2))
         if remote:

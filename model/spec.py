@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from model.gpt import GPTConfig
+from model.config import GPTConfig
 
 
 @dataclass

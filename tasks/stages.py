@@ -100,3 +100,19 @@ def stages_from(name: str | None) -> list[str]:
 
 def document_stages() -> list[str]:
     return [row.name for row in STAGES if row.counts_documents]
+
+
+def stage_arguments(row: Stage, config: Any, workdir: str, manifests: dict[str, Any]) -> tuple:
+    """The stage table's calling convention for a recipe (`PipelineConfig`): upstream manifests, own section,
+    workdir, then the named sections (a dict, last)."""
+    upstream = (dict(manifests),) if row.inputs == ALL else tuple(manifests[name] for name in row.inputs)
+    own = (getattr(config, row.name),) if row.config is not None else ()
+    sections = {name: config.model_dump(mode="json") if name == RECIPE else getattr(config, name)
+                for name in row.sections}
+    return (*upstream, *own, workdir, sections)
+
+
+def forced_from(stage: str | None) -> set[str]:
+    """`--force clean` rebuilds clean (its signals step too) and everything after it."""
+    forced = set(stages_from(stage))
+    return forced | {"clean_signals"} if "clean" in forced else forced

@@ -1,5 +1,6 @@
 """Content-addressed re-runs through the real flow (Prefect, Ray): `--until pack`, cached stages, `--force`."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -26,6 +27,14 @@ def run(workdir: Path, corpus: Path, *extra: str) -> dict[str, str]:
     return status
 
 
+def plan(workdir: Path, corpus: Path, *extra: str) -> dict[str, tuple[str, list[str]]]:
+    """`tokenmill plan --until pack --json`: stage -> (reuse | run, why)."""
+    result = CliRunner().invoke(app, ["plan", "-c", str(REPO / "configs" / "tiny.yaml"), "--workdir", str(workdir),
+                                      "--until", "pack", "--set", f"ingest.paths=[{corpus}]", "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return {entry["stage"]: (entry["action"], entry["why"]) for entry in json.loads(result.output)}
+
+
 @pytest.fixture
 def corpus(tmp_path) -> Path:
     folder = tmp_path / "corpus"
@@ -39,8 +48,13 @@ def test_reruns_skip_what_did_not_change(corpus, tmp_path, repo_cwd):
     # --until pack stops there: no training
     assert not (work / "pretrain").exists()
     assert run(work, corpus) == dict.fromkeys(DATA_STAGES, "cached")
+    assert {action for action, _ in plan(work, corpus).values()} == {"reuse"}
 
-    # a cleaning threshold changed: clean and what follows recompute, ingest does not
+    # a cleaning threshold changed: the plan says so, then clean and what follows recompute, ingest does not
+    planned = plan(work, corpus, "--set", "clean.min_chars=5000")
+    assert planned["ingest"][0] == planned["clean_signals"][0] == "reuse"
+    assert planned["clean"] == ("run", ["config min_chars: 200 -> 5000"])
+    assert planned["dedup"][0] == "run" and planned["dedup"][1][0].startswith("input from clean is a new output")
     changed = run(work, corpus, "--set", "clean.min_chars=5000")
     assert changed == {"ingest": "cached"} | dict.fromkeys(DATA_STAGES[1:], "ran")
 
@@ -58,6 +72,29 @@ def test_reruns_skip_what_did_not_change(corpus, tmp_path, repo_cwd):
                                      "--limit", "2", "--width", "40"])
     assert shown.exit_code == 0, shown.output
     assert "clean:too_short=" in shown.output and "min_chars 5000" in shown.output
+    # the manifest of what ran keeps the reason the plan gave
+    assert latest_output(str(work), "clean").why == ["config min_chars: 200 -> 5000"]
+
+
+def test_the_plan_names_a_changed_module_library_and_file(corpus, tmp_path, repo_cwd, monkeypatch):
+    import tasks.data.dedup
+    from infra.code_hash import StageCode
+
+    work = tmp_path / "work"
+    run(work, corpus)
+    real = tasks.data.dedup.CODE
+    edited = StageCode("0" * 16)  # as if dedup.py had been edited and rensa upgraded
+    edited.modules, edited.libraries = real.modules | {"tasks.data.dedup": "edited"}, real.libraries | {"rensa": "9.9"}
+    monkeypatch.setattr(tasks.data.dedup, "CODE", edited)
+    planned = plan(work, corpus)
+    assert planned["clean"][0] == "reuse" and planned["tokenizer"][0] == planned["pack"][0] == "run"
+    assert planned["dedup"] == ("run", ["code tasks.data.dedup changed", f"library rensa {real.libraries['rensa']} -> 9.9"])
+    monkeypatch.undo()
+
+    with (corpus / "chapter_1.txt").open("a") as f:
+        f.write("\nA new last line.\n")
+    planned = plan(work, corpus)
+    assert planned["ingest"] == ("run", [f"input file {corpus.name}/chapter_1.txt is not hashed yet (new size or mtime)"])
 
 
 def data_stages(workdir: Path, corpus: Path, tokenizer: Path) -> dict:

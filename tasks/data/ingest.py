@@ -19,6 +19,7 @@ import posixpath
 import re
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +36,7 @@ from infra.code_hash import stage_code
 from infra.ray_map import cluster_cpus, map_shards
 from infra.shard_cache import cached_map
 from infra.shuffle import exchange, partition_of, split_by
-from infra.stage import Manifest, fingerprint, output_location, run_stage
+from infra.stage import Manifest, fingerprint, is_planning, output_location, run_stage
 from tasks.data.readers import (
     KINDS,
     STREAMED,
@@ -165,17 +166,37 @@ def _input_file(fs: fsspec.AbstractFileSystem, path: str, root: str, size: int |
 def with_digests(files: list[InputFile], cfg: IngestConfig, cache_dir: str | None) -> tuple[list[InputFile], dict]:
     """Files with their content's sha256 and Layout, hashed on Ray workers (memory:// ones here), and how many
     were read; with a `cache_dir`, a file whose identity is unchanged reuses its digest without being read."""
-    in_driver = [f for f in files if _in_driver(f)]
-    on_ray = [f for f in files if not _in_driver(f)]
+    found = {} if cfg.rehash or not cache_dir else cached_digests(files, cache_dir, cfg.unit_bytes)
+    todo = [f for f in files if f.url not in found]
+    if is_planning():  # a dry run reads no file: one it cannot vouch for is named by what it knows of it
+        found |= {f.url: (f"unhashed-{f.size}", Layout(), True) for f in todo}
+        todo = []
+    in_driver = [f for f in todo if _in_driver(f)]
+    on_ray = [f for f in todo if not _in_driver(f)]
     shared = {"cache_dir": cache_dir, "unit_bytes": cfg.unit_bytes, "rehash": cfg.rehash}
     batches = hash_batches(on_ray)
     results = map_shards(hash_batch, batches, "hashing inputs", **shared) if batches else []
     results.append(hash_batch(in_driver, **shared))
-    found = {f.url: result for batch, batch_results in zip(batches + [in_driver], results)
-             for f, result in zip(batch, batch_results)}
+    found |= {f.url: result for batch, batch_results in zip(batches + [in_driver], results)
+              for f, result in zip(batch, batch_results)}
     num_hashed = sum(found[f.url][2] for f in files)
     counts = {"files_hashed": num_hashed, "digests_reused": len(files) - num_hashed}
     return [replace(f, digest=found[f.url][0], layout=found[f.url][1]) for f in files], counts
+
+
+def cached_digests(files: list[InputFile], cache_dir: str, unit_bytes: int) -> dict[str, tuple]:
+    """The files whose identity (stat, or ETag and version) matches a cached digest, looked up here in threads
+    (a stat and a small read each; the bytes of the files are not read): when nothing changed, Ray never starts."""
+    def lookup(file: InputFile) -> tuple | None:
+        try:
+            identity, _ = file_identity(file)
+        except OSError:
+            return None  # the worker that hashes it reports why it cannot be read
+        cached = _cached_digest(_cache_entry(cache_dir, identity), identity, file, unit_bytes) if identity else None
+        return (*cached, False) if cached else None
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return {f.url: hit for f, hit in zip(files, pool.map(lookup, files)) if hit}
 
 
 def _in_driver(file: InputFile) -> bool:

@@ -6,22 +6,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn.feature_extraction.text import CountVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    precision_recall_fscore_support,
-)
 from tokenizers import Tokenizer
 
 from infra.code_hash import stage_code
 from infra.stage import Manifest, file_digest, fingerprint, run_stage
-from model.data import TokenRowWriter
-from model.inference import generate, perplexity, predict
-from model.weights import load_classifier, load_gpt
+from infra.token_files import TokenRowWriter
 from tasks.data.tokenizer import EOS
-from tasks.eval.report import render_report, save_report_inputs
+
+# torch, scikit-learn and matplotlib are imported in the functions that use them: loading a recipe imports this
+# module for EvaluateConfig, and `tokenmill plan` or a cached run must not pay seconds for them
 from tasks.stages import document_stages
 
 CODE = stage_code(__name__, libraries=("torch", "scikit-learn", "tokenizers", "matplotlib"))
@@ -38,6 +31,12 @@ class EvaluateConfig(BaseModel):
 
 
 def classification_metrics(truth: np.ndarray, predicted: np.ndarray, label_names: list[str]) -> dict:
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+    )
+
     labels = list(range(len(label_names)))
     precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=labels, zero_division=0)
     per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
@@ -48,6 +47,9 @@ def classification_metrics(truth: np.ndarray, predicted: np.ndarray, label_names
 
 def baselines(train_texts: list[str], train_labels: np.ndarray, test_texts: list[str]) -> dict[str, np.ndarray]:
     """Predictions of the trivial models the fine-tuned one must beat, on the same split."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+
     majority = np.full(len(test_texts), np.bincount(train_labels).argmax())
     vectorizer = CountVectorizer(lowercase=True, ngram_range=(1, 2), min_df=1)
     bow = LogisticRegression(max_iter=2000, class_weight="balanced")
@@ -56,6 +58,9 @@ def baselines(train_texts: list[str], train_labels: np.ndarray, test_texts: list
 
 
 def generation_samples(pretrained: Manifest, tokenizer: Manifest, cfg: EvaluateConfig) -> list[dict]:
+    from model.inference import generate
+    from model.weights import load_gpt
+
     model = load_gpt(pretrained.local_root())
     tok = Tokenizer.from_file(str(tokenizer.local_file("tokenizer")))
     samples = []
@@ -73,6 +78,8 @@ def text_files(paths: list[Path]) -> list[Path]:
 
 def extra_perplexities(model, tokenizer: Manifest, cfg: EvaluateConfig, folder: Path) -> dict:
     """Perplexity on each extra text set, packed into blocks the way the training data is."""
+    from model.inference import perplexity
+
     tok = Tokenizer.from_file(str(tokenizer.local_file("tokenizer")))
     eos, width = tok.token_to_id(EOS), model.cfg.seq_len + 1
     results = {}
@@ -91,6 +98,9 @@ def extra_perplexities(model, tokenizer: Manifest, cfg: EvaluateConfig, folder: 
 
 def sft_metrics(tuned: Manifest, tokenizer: Manifest, cfg: EvaluateConfig) -> dict:
     """Validation loss on response tokens, and what the tuned model answers to held-out prompts."""
+    from model.inference import generate
+    from model.weights import load_gpt
+
     model = load_gpt(tuned.local_root())
     tok = Tokenizer.from_file(str(tokenizer.local_file("tokenizer")))
     prompts = json.loads(tuned.local_file("val_prompts").read_text())
@@ -102,6 +112,9 @@ def sft_metrics(tuned: Manifest, tokenizer: Manifest, cfg: EvaluateConfig) -> di
 
 
 def compute_metrics(manifests: dict[str, Manifest], cfg: EvaluateConfig, folder: Path) -> dict:
+    from model.inference import perplexity, predict
+    from model.weights import load_classifier, load_gpt
+
     packed, pretrained, finetuned = manifests["pack"], manifests["pretrain"], manifests["finetune"]
     lm_model = load_gpt(pretrained.local_root())
     lm = perplexity(lm_model, packed.local_files("val-"), max_blocks=cfg.max_val_blocks)
@@ -139,6 +152,8 @@ def evaluate(manifests: dict[str, Manifest], cfg: EvaluateConfig, workdir: str, 
     fp = fingerprint("evaluate", CODE, cfg.model_dump(mode="json"), inputs)
 
     def build(folder: Path) -> dict:
+        from tasks.eval.report import render_report, save_report_inputs
+
         metrics = compute_metrics(manifests, cfg, folder)
         metrics["headline"] = headline(metrics)
         metrics["data"] = {name: m.counts | {"rejected_by_reason": m.stats.get("rejected_by_reason", {})}

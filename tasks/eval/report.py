@@ -6,10 +6,6 @@ import io
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: no display on servers and CI
-import matplotlib.pyplot as plt
 import yaml
 
 from infra.files import read_jsonl
@@ -17,16 +13,27 @@ from infra.stage import Manifest
 from tasks.stages import document_stages, stage_names
 
 
+def pyplot():
+    """matplotlib, headless (no display on servers and CI); imported when a figure is drawn, not when the flow or
+    the CLI imports this module for its tables."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def figure_to_data_uri(fig) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    pyplot().close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def plot_training(metrics_by_run: dict[str, list[dict]]) -> str:
     """Loss per run (their scales differ: next-token vs classification), learning rate, throughput."""
-    fig, axes = plt.subplots(1, len(metrics_by_run) + 2, figsize=(15, 3.4))
+    fig, axes = pyplot().subplots(1, len(metrics_by_run) + 2, figsize=(15, 3.4))
     for ax, (run, records) in zip(axes, metrics_by_run.items()):
         train = [r for r in records if r["split"] == "train"]
         val = [r for r in records if r["split"] == "val"]
@@ -48,7 +55,7 @@ def plot_training(metrics_by_run: dict[str, list[dict]]) -> str:
 def plot_funnel(data: dict) -> str:
     stages = [s for s in document_stages() if s in data]
     reasons = sorted({r for s in stages for r in data[s]["rejected_by_reason"]})
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig, ax = pyplot().subplots(figsize=(7, 3))
     ax.bar(stages, [data[s].get("kept", 0) for s in stages], label="kept", color="#4c9f70")
     bottom = [data[s].get("kept", 0) for s in stages]
     for reason in reasons:
@@ -62,7 +69,7 @@ def plot_funnel(data: dict) -> str:
 
 
 def plot_confusion(confusion: list[list[int]], labels: list[str]) -> str:
-    fig, ax = plt.subplots(figsize=(3.4, 3))
+    fig, ax = pyplot().subplots(figsize=(3.4, 3))
     ax.imshow(confusion, cmap="Blues")
     darkest = max(max(row) for row in confusion)
     for i, row in enumerate(confusion):

@@ -10,7 +10,7 @@ from tokenizers import Tokenizer
 
 from infra.code_hash import stage_code
 from infra.stage import Manifest, file_digest, fingerprint
-from model.data import TokenRowWriter
+from infra.token_files import TokenRowWriter
 from model.spec import TrainConfig, TrainSpec
 from tasks.data.labelled import LabelledData, read_labelled, stratified_splits
 from tasks.data.tokenizer import PAD

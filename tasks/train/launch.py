@@ -25,7 +25,7 @@ from infra.launch import (
     run_streaming,
 )
 from infra.progress import report_progress
-from infra.stage import Manifest, run_stage
+from infra.stage import Manifest, is_planning, run_stage
 from model.spec import TrainSpec
 
 METRICS_PREFIX = "[metrics] "
@@ -98,7 +98,7 @@ def run_training(workdir: str, stage: str, fp: str, launch: LaunchConfig,
                 "files": TRAINING_FILES | fields.get("files", {})}
 
     manifest = run_stage(workdir, stage, fp, build)
-    if not manifest.cached:
+    if not manifest.cached and not is_planning():  # a dry run built nothing: a killed run's checkpoints stay
         shutil.rmtree(work, ignore_errors=True)  # published: the checkpoints have served their purpose
     return manifest
 

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from infra.code_hash import stage_code
 from infra.stage import Manifest, fingerprint
-from model.gpt import MODEL_SIZES, GPTConfig
+from model.config import MODEL_SIZES, GPTConfig
 from model.spec import TrainConfig, TrainSpec
 from tasks.train.launch import LaunchConfig, run_training, training_fingerprint_config
 

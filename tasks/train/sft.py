@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 from infra.code_hash import stage_code
 from infra.files import iter_jsonl
 from infra.stage import Manifest, file_digest, fingerprint
-from model.data import TokenRowWriter
+from infra.token_files import TokenRowWriter
 from model.spec import TrainConfig, TrainSpec
 from tasks.data.pack import is_validation
 from tasks.data.tokenizer import EOS, PAD

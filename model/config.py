@@ -1,0 +1,48 @@
+"""The model's shape: plain data, no torch, so that a recipe is validated without importing PyTorch."""
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class GPTConfig:
+    # pydantic (at the CLI boundary) rejects unknown keys; plain dataclass everywhere else
+    __pydantic_config__ = {"extra": "forbid"}
+
+    vocab_size: int = 4096
+    seq_len: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 128
+    ffn_mult: float = 8 / 3  # SwiGLU hidden = ffn_mult * d_model, the Llama ratio
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @property
+    def ffn_hidden(self) -> int:
+        # rounded up to a multiple of 32 for friendlier matmul shapes
+        return 32 * -(-int(self.ffn_mult * self.d_model) // 32)
+
+    def validate(self) -> None:
+        if self.d_model % self.n_head:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
+        if self.head_dim % 2:
+            raise ValueError(f"head_dim={self.head_dim} must be even for rotary positions")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Named sizes: `debug` is what tests start from; the rest follow GPT-2/GPT-3 widths.
+MODEL_SIZES: dict[str, dict] = {
+    "debug": dict(n_layer=2, n_head=2, d_model=64),
+    "tiny": dict(n_layer=4, n_head=4, d_model=128),
+    "small": dict(n_layer=6, n_head=6, d_model=384),
+    "124M": dict(n_layer=12, n_head=12, d_model=768),
+    "350M": dict(n_layer=24, n_head=16, d_model=1024),
+    "1.3B": dict(n_layer=24, n_head=32, d_model=2048),
+}
