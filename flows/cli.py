@@ -46,14 +46,22 @@ def run(
     with config_errors():
         check_stages(("--until", until), ("--force", force))
         cfg = load_config(config, [*overrides, *option_overrides(ray_address, hostfile, rehash)], workdir)
+    started = time.perf_counter()
+    if force is None and not rehash:
+        from flows.plan import nothing_to_do
+
+        if (reused := nothing_to_do(cfg, until)) is not None:  # no flow to start: Prefect would only log cache hits
+            print_summary(reused, time.perf_counter() - started)
+            console.print("nothing to do: every stage's output exists (see `tokenmill plan`); no flow run was started. "
+                          "`--force STAGE` rebuilds.", highlight=False, soft_wrap=True)
+            return
     # a server that `tokenmill server start` left running takes the run; else Prefect's ephemeral API does
     if "PREFECT_API_URL" not in os.environ and (url := use_prefect_server()):
         console.print(f"Prefect server: {url}", highlight=False)
     from flows.pipeline import (
-        pipeline,  # importing Prefect and Ray costs seconds: only when running
+        pipeline,  # importing Prefect costs a second: only when a stage has work to do
     )
 
-    started = time.perf_counter()
     manifests = run_pipeline(pipeline, cfg, until=until, force=force)
     print_summary(manifests, time.perf_counter() - started)
 
@@ -75,7 +83,6 @@ def plan(
         cfg = load_config(config, overrides, workdir)
     from flows.plan import plan as dry_run
 
-    started = time.perf_counter()
     planned = dry_run(cfg, until=until, force=force)
     if as_json:
         print(json.dumps(planned, indent=2))
@@ -87,7 +94,6 @@ def plan(
         action = "[green]reuse[/green]" if entry["action"] == "reuse" else "[yellow]run[/yellow]"
         table.add_row(entry["stage"], action, entry["fingerprint"], "\n".join(entry["why"]))
     console.print(table)
-    console.print(f"planned in {time.perf_counter() - started:.1f} s", highlight=False)
 
 
 def run_pipeline(pipeline, cfg, **options) -> dict:
