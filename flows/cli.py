@@ -310,8 +310,12 @@ def serve(
     workdir: str | None = typer.Option(None, "--workdir", "-w", help="where stage outputs go, a path or a storage URL "
                                        "such as s3://bucket/run (default: the recipe's)"),
     overrides: list[str] = typer.Option([], "--set", help="override a recipe value: key.path=value (repeatable)"),
+    watch: bool = typer.Option(False, "--watch", help="poll the recipe's ingest.paths and start the data deployment "
+                               "when files are new or changed (unchanged over two polls)"),
+    poll: float = typer.Option(30.0, "--poll", min=0.2, help="seconds between two looks at the corpus (--watch)"),
 ) -> None:
-    """Register the full, data and train deployments on the Prefect server and run them, on schedule or on demand."""
+    """Register the full, data and train deployments on the Prefect server and run them, on schedule, on demand,
+    or (`--watch`) when corpus files arrive."""
     api_url = use_prefect_server()
     if api_url is None:
         console.print("[red]error[/red] no Prefect server to register deployments with: start one with "
@@ -321,12 +325,31 @@ def serve(
     from flows.deploy import serve as serve_deployments
 
     with config_errors():
-        built = deployments(config, overrides, workdir)
+        built = deployments(config, overrides, workdir, watch=watch)
+        cfg = load_config(config, overrides, workdir)
     console.print(f"Prefect server: {api_url}", highlight=False)
     for deployment in built:
         crons = ", ".join(s.schedule.cron for s in deployment.schedules or []) or "on demand only"
-        console.print(f"pipeline/{deployment.name}: {crons}", highlight=False, markup=False)
+        console.print(f"pipeline/{deployment.name}: {crons}" + (" + new corpus files" if deployment.triggers else ""),
+                      highlight=False, markup=False)
+    if watch:
+        start_watching(cfg, poll)
     serve_deployments(built)
+
+
+def start_watching(cfg, poll: float) -> None:
+    """The corpus watcher, in a daemon thread beside the deployments' runner (flows/watch.py)."""
+    import threading
+
+    from flows.deploy import deployment_name
+    from flows.watch import Watcher, watch_forever
+    from infra import storage
+
+    state = storage.join(storage.normalize(cfg.workdir), ".tokenmill", "watch", f"{cfg.name}.json")
+    watcher = Watcher([str(p) for p in cfg.ingest.paths], state)
+    deployment = deployment_name(cfg, "data")
+    threading.Thread(target=watch_forever, args=(watcher, cfg.name, deployment, poll, threading.Event()),
+                     daemon=True, name="corpus-watcher").start()
 
 
 @app.command()

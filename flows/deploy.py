@@ -31,10 +31,12 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
 from flows.config import PipelineConfig, load_config
 from flows.pipeline import pipeline
+from flows.watch import EVENT, resource_id
 
 DEPLOYMENTS = {
     "full": ({"until": None}, "the whole pipeline: ingest to evaluate"),
@@ -54,8 +56,11 @@ def run_parameters(config: PipelineConfig) -> dict:
     return resolved.model_dump(mode="json", exclude={"schedules"})
 
 
-def deployments(config_path: Path, overrides: list[str] = (), workdir: str | None = None) -> list[RunnerDeployment]:
-    """The three deployments of `pipeline` with the recipe's schedules. Raises ConfigError on a bad recipe."""
+def deployments(config_path: Path, overrides: list[str] = (), workdir: str | None = None,
+                watch: bool = False) -> list[RunnerDeployment]:
+    """The three deployments of `pipeline` with the recipe's schedules; with `watch`, the data deployment also
+    runs on each `tokenmill.corpus.changed` event of this recipe (flows/watch.py). Raises ConfigError on a bad
+    recipe."""
     config = load_config(config_path, overrides, workdir)
     built = []
     for kind, (parameters, description) in DEPLOYMENTS.items():
@@ -63,11 +68,19 @@ def deployments(config_path: Path, overrides: list[str] = (), workdir: str | Non
                           parameters={"config": run_parameters(load_config(config_path, [*overrides, *s.overrides], workdir))}
                           if s.overrides else None)
                      for s in config.schedules if s.deployment == kind]
+        triggers = [corpus_trigger(config)] if watch and kind == "data" else None
         built.append(pipeline.to_deployment(
             deployment_name(config, kind), schedules=schedules, description=f"{config_path}: {description}",
             parameters={"config": run_parameters(config), "force": None} | parameters, tags=["tokenmill", kind],
-            entrypoint_type=EntrypointType.MODULE_PATH))
+            entrypoint_type=EntrypointType.MODULE_PATH, triggers=triggers))
     return built
+
+
+def corpus_trigger(config: PipelineConfig) -> DeploymentEventTrigger:
+    """Run on the watcher's event for this recipe's corpus, naming the files that started it."""
+    return DeploymentEventTrigger(name=f"{config.name}: corpus changed", expect={EVENT},
+                                  match={"prefect.resource.id": resource_id(config.name)},
+                                  parameters={"changed_files": "{{ event.payload.files }}"})
 
 
 def serve(built: list[RunnerDeployment]) -> None:

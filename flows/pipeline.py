@@ -33,8 +33,13 @@ from tasks.stages import PHASES, Stage, forced_from, stage_arguments, stages_in
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline(config: PipelineConfig, until: str | None = None, force: str | None = None) -> dict[str, Manifest]:
+def pipeline(config: PipelineConfig, until: str | None = None, force: str | None = None,
+             changed_files: list[str] | None = None) -> dict[str, Manifest]:
+    """`changed_files`: the new or changed corpus files that started this run (`tokenmill serve --watch`)."""
     workdir = storage.normalize(config.workdir)
+    if changed_files:
+        get_run_logger().info("started by %d new or changed corpus file(s): %s", len(changed_files),
+                              ", ".join(changed_files[:20]))
     storage.configure(config.storage.resolved())  # before Ray starts: its local workers inherit the options
     configure_ray(config.ray.num_cpus, config.ray.address, workdir)
     if cluster_address():  # a cluster: prove that every node can read the workdir before any stage runs

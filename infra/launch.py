@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +17,22 @@ def gpu_count() -> int:
         return torch.cuda.device_count()
     except ImportError:
         return 0
+
+
+def has_gpu() -> bool:
+    """Whether training here would run on GPUs, without importing torch when it is not loaded yet (seconds a dry
+    run cannot spend): `nvidia-smi -L` lists the devices the driver sees."""
+    if "torch" in sys.modules:
+        return gpu_count() > 0
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    try:
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return "GPU" in listed and visible not in ("", "-1")
 
 
 def free_port() -> int:

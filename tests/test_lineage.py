@@ -120,3 +120,36 @@ def test_lineage_walks_from_any_output_back_to_the_input_files(tmp_path):
 
     missing = CliRunner().invoke(app, ["lineage", str(tmp_path)])
     assert missing.exit_code == 2 and "not inside a finished stage output" in missing.output
+
+
+def test_training_hashes_resolved_settings_not_requests(tmp_path, monkeypatch):
+    from tasks.train import launch
+    from tasks.train.launch import training_fingerprint_config
+    from tasks.train.pretrain import PretrainConfig
+
+    monkeypatch.setattr(launch, "has_gpu", lambda: False)
+    on_cpu = training_fingerprint_config(PretrainConfig())
+    assert on_cpu["train"]["precision"] == "fp32" and on_cpu["device"] == "cpu" and on_cpu["num_procs"] == 2
+    monkeypatch.setattr(launch, "has_gpu", lambda: True)
+    on_gpu = training_fingerprint_config(PretrainConfig())
+    assert on_gpu["train"]["precision"] == "bf16" and on_gpu["device"] == "gpu"  # a CPU result is not reused here
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("node-a slots=2\nnode-b slots=2\n")
+    assert training_fingerprint_config(PretrainConfig(launch={"hostfile": hostfile}))["num_procs"] == 4
+
+
+def test_evaluate_hashes_the_contents_of_its_extra_texts(tmp_path):
+    from infra.stage import planning
+    from tasks.eval.evaluate import EvaluateConfig, evaluate
+
+    text = tmp_path / "extra.txt"
+    text.write_text("one text")
+
+    def planned_fingerprint() -> str:
+        with planning() as recorded:
+            evaluate({}, EvaluateConfig(extra_texts=[text]), str(tmp_path / "work"), {})
+        return recorded[0]["fingerprint"]
+
+    before = planned_fingerprint()
+    text.write_text("another text")
+    assert planned_fingerprint() != before

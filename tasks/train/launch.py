@@ -20,6 +20,7 @@ from infra.files import read_jsonl
 from infra.launch import (
     deepspeed_command,
     gpu_count,
+    has_gpu,
     launch_env,
     read_hostfile,
     run_streaming,
@@ -59,7 +60,14 @@ def training_fingerprint_config(cfg: BaseModel, exclude: frozenset[str] = frozen
     """The part of a training stage's config that its fingerprint hashes."""
     config = cfg.model_dump(mode="json", exclude={"launch", *exclude})
     config["train"] = {k: v for k, v in config["train"].items() if k not in RESUME_NEUTRAL}
-    return config | {"num_procs": cfg.launch.num_procs}
+    # what the run will resolve, not what was asked: `precision: auto` is bf16 on GPUs and fp32 on CPU, and a CPU
+    # result must not stand in for a GPU one; the ranks (a hostfile's slots, else num_procs) set the batch
+    device = "gpu" if has_gpu() else "cpu"
+    if config["train"].get("precision") == "auto":
+        config["train"]["precision"] = "bf16" if device == "gpu" else "fp32"
+    hostfile = cfg.launch.hostfile
+    ranks = sum(read_hostfile(hostfile).values()) if hostfile else cfg.launch.num_procs
+    return config | {"num_procs": ranks, "device": device}
 
 
 def loss_summary(metrics: list[dict]) -> dict:
