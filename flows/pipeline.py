@@ -27,7 +27,7 @@ from infra import storage
 from infra.progress import reporting
 from infra.ray_runtime import cluster_address, configure_ray, ensure_ray
 from infra.runs import finish_run, start_run, used
-from infra.stage import Manifest, forcing, recording_use
+from infra.stage import Manifest, OutputNotWritable, forcing, recording_use
 from tasks.eval.report import headline_markdown, stage_table
 from tasks.stages import PHASES, Stage, forced_from, stage_arguments, stages_in
 
@@ -45,17 +45,23 @@ def pipeline(config: PipelineConfig, until: str | None = None, force: str | None
     if cluster_address():  # a cluster: prove that every node can read the workdir before any stage runs
         ensure_ray()
     done: dict[str, Manifest] = {}
-    record = start_run(workdir)  # the run's lease on what it uses, and gc's record of it afterwards
     try:
-        with forcing(forced_from(force)), recording_use(lambda stage, fp: used(record, stage, fp)):
+        record = start_run(workdir)  # the run's lease on what it uses, and gc's record of it afterwards
+    except OutputNotWritable as err:  # the first stage's write fails the same way and names the stage too
+        get_run_logger().warning("%s", err)
+        record = None
+    try:
+        with forcing(forced_from(force)), recording_use(lambda stage, fp: record and used(record, stage, fp)):
             for phase in PHASES:  # prepare-data -> pretrain -> finetune -> evaluate
                 done |= PHASE_FLOWS[phase](config, workdir, done, until)
                 if until in done:
                     break
     except BaseException:
-        finish_run(record, ok=False)
+        if record:
+            finish_run(record, ok=False)
         raise
-    finish_run(record, ok=True)
+    if record:
+        finish_run(record, ok=True)
     return done
 
 

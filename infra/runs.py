@@ -14,6 +14,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 
 from infra import storage
+from infra.stage import OutputNotWritable, write_failure
 
 RUNS = ".tokenmill/runs"
 STALE_AFTER_S = 24 * 3600  # a `running` record from another host, silent this long, holds nothing
@@ -60,7 +61,11 @@ def start_run(workdir: str) -> RunRecord:
     run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(started))}-{uuid.uuid4().hex[:6]}"
     record = RunRecord(run_id, started, socket.gethostname(), os.getpid(),
                        location=storage.join(workdir, RUNS, f"{run_id}.json"))
-    record.save()
+    try:
+        record.save()
+    except OSError as err:  # the first write of a run: say where, as a stage's failed write does
+        raise OutputNotWritable(f"cannot record the run under {storage.join(workdir, RUNS)}: "
+                                f"{write_failure(err) or err}") from err
     return record
 
 
