@@ -22,6 +22,14 @@ console = Console()
 DEFAULT_CONFIG = Path("configs/default.yaml")
 
 
+# options several commands share, defined once
+RECIPE = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML recipe")
+WORKDIR = typer.Option(None, "--workdir", "-w", help="where stage outputs are, a path or a storage URL such as "
+                       "s3://bucket/run (default: the recipe's)")
+OVERRIDES = typer.Option([], "--set", help="override a recipe value: key.path=value (repeatable)")
+UNTIL = typer.Option(None, help=f"stop after this stage ({', '.join(stage_names())}); `pack` = the data stages")
+
+
 @app.callback()
 def main() -> None:
     """tokenmill: raw text corpus -> trained, fine-tuned and evaluated language model."""
@@ -29,11 +37,10 @@ def main() -> None:
 
 @app.command()
 def run(
-    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML recipe"),
-    workdir: str | None = typer.Option(None, "--workdir", "-w", help="where stage outputs go, a path or a storage URL "
-                                       "such as s3://bucket/run (default: the recipe's)"),
-    overrides: list[str] = typer.Option([], "--set", help="override a recipe value: key.path=value (repeatable)"),
-    until: str | None = typer.Option(None, help=f"stop after this stage ({', '.join(stage_names())}); `pack` = the data stages"),
+    config: Path = RECIPE,
+    workdir: str | None = WORKDIR,
+    overrides: list[str] = OVERRIDES,
+    until: str | None = UNTIL,
     force: str | None = typer.Option(None, help="rebuild this stage and every later one even when cached"),
     ray_address: str | None = typer.Option(None, "--ray-address", help="run the data stages on this running Ray cluster "
                                            "(`<head>:6379`, `auto`) instead of a local Ray; sets ray.address"),
@@ -68,11 +75,10 @@ def run(
 
 @app.command()
 def plan(
-    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML recipe"),
-    workdir: str | None = typer.Option(None, "--workdir", "-w", help="the work directory to compare with, a path or "
-                                       "a storage URL (default: the recipe's)"),
-    overrides: list[str] = typer.Option([], "--set", help="override a recipe value: key.path=value (repeatable)"),
-    until: str | None = typer.Option(None, help="stop after this stage; `pack` = the data stages"),
+    config: Path = RECIPE,
+    workdir: str | None = WORKDIR,
+    overrides: list[str] = OVERRIDES,
+    until: str | None = UNTIL,
     force: str | None = typer.Option(None, help="as `run --force`: this stage and every later one would rebuild"),
     as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
 ) -> None:
