@@ -148,7 +148,11 @@ def report(run: str = typer.Argument(..., help="a work directory (its latest eva
     if evaluation is None:
         console.print(f"[red]error[/red] {run}: no finished evaluation found (expected evaluate/<fingerprint>/manifest.json)")
         raise typer.Exit(2)
-    drawn = render_report(evaluation.local_root())
+    try:
+        drawn = render_report(evaluation.local_root())
+    except ValueError as err:  # metrics of an older schema: say so, and how to get a current one
+        console.print(f"[red]error[/red] {evaluation.path}: {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     if storage.is_remote(evaluation.root):  # redrawn from a local copy: the stored run gets the new pages
         for name in REPORT_OUTPUTS:
             storage.write_bytes(storage.join(evaluation.root, name), (drawn.parent / name).read_bytes())
@@ -296,8 +300,9 @@ def print_summary(manifests: dict, total_seconds: float) -> None:
         return
     report = manifests["evaluate"]
     headline = report.stats["headline"]
-    console.print("[bold]headline[/bold]: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                                     for k, v in headline.items()))
+    console.print(f"[bold]headline[/bold]: {report.stats.get('verdict', '')}\n  " + ", ".join(
+        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}=[{v[0]:.4f}, {v[1]:.4f}]" if isinstance(v, list) else f"{k}={v}"
+        for k, v in headline.items()), highlight=False, soft_wrap=True)
     console.print(f"[bold]report[/bold]: {report.file('report')}")
     console.print(f"[bold]metrics[/bold]: {report.file('metrics')}")
 

@@ -73,12 +73,14 @@ def run_in_flight(deployment: str) -> bool:
         FlowRunFilterStateType,
     )
     from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
 
     active = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])),
                                      flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                                         type=FlowRunFilterStateType(any_=active))), limit=1)
+                                         type=FlowRunFilterStateType(any_=active))),
+                                     sort=FlowRunSort.START_TIME_DESC, limit=1)
     return bool(runs)
 
 

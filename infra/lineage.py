@@ -98,7 +98,7 @@ def changes(old: dict, new: dict, stage_of: dict[str, str]) -> list[str]:
     for fp in sorted(new_inputs - old_inputs):
         if ":" not in fp:
             upstream = stage_of.get(fp)
-            reasons.append(f"input from {upstream} is a new output ({fp})" if upstream else f"input {fp[:16]} changed")
+            reasons.append(f"input from {upstream} is a new output ({fp})" if upstream else f"input {fp} is new")
     old_config, new_config = _flat(old.get("config")), _flat(new.get("config"))
     for key in sorted(old_config.keys() | new_config.keys()):
         if old_config.get(key, "(unset)") != new_config.get(key, "(unset)"):

@@ -7,6 +7,7 @@ run. A run killed without a chance to say so is recognised by its process (same 
 """
 
 import json
+import logging
 import os
 import socket
 import time
@@ -17,6 +18,7 @@ from infra import storage
 from infra.stage import OutputNotWritable, write_failure
 
 RUNS = ".tokenmill/runs"
+log = logging.getLogger(__name__)
 STALE_AFTER_S = 24 * 3600  # a `running` record from another host, silent this long, holds nothing
 
 
@@ -71,12 +73,22 @@ def start_run(workdir: str) -> RunRecord:
 
 def used(record: RunRecord, stage: str, fingerprint: str) -> None:
     record.fingerprints[stage] = fingerprint
-    record.save()
+    _save_or_warn(record)
 
 
 def finish_run(record: RunRecord, ok: bool) -> None:
     record.status, record.finished = ("completed" if ok else "failed"), time.time()
-    record.save()
+    _save_or_warn(record)
+
+
+def _save_or_warn(record: RunRecord) -> None:
+    """A record that cannot be updated (a disk that filled up) must not hide the error the run itself meets: the
+    stage's own write names the path. gc then keeps what the last readable record names, and a `running` record
+    stays a lease until its process is gone."""
+    try:
+        record.save()
+    except OSError as err:
+        log.warning("could not update the run record %s: %s", record.location, err)
 
 
 def read_runs(workdir: str) -> list[RunRecord]:

@@ -7,23 +7,49 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.data import TokenArrays, labelled_batch, lm_batch
+from model.data import IGNORE_INDEX, TokenArrays, labelled_batch, lm_batch
 from model.gpt import GPT, GPTClassifier
 
 
-@torch.no_grad()
 def perplexity(model: GPT, blocks_paths: Path | list[Path], batch_size: int = 16, max_blocks: int | None = None) -> dict:
     """Over the first `max_blocks` blocks of one token file or of a split's shards, in order."""
+    losses = block_losses(model, blocks_paths, batch_size, max_blocks)
+    total_tokens = len(losses) * model.cfg.seq_len
+    mean_loss = float(losses.sum()) / max(1, total_tokens)
+    return {"loss": mean_loss, "perplexity": math.exp(mean_loss), "tokens": total_tokens}
+
+
+@torch.no_grad()
+def block_losses(model: GPT, blocks_paths: Path | list[Path], batch_size: int = 16, max_blocks: int | None = None) -> np.ndarray:
+    """Summed cross-entropy (nats) over each block's seq_len predicted tokens: (num_blocks,), the first `max_blocks`."""
     blocks = TokenArrays(blocks_paths)
     num_blocks = len(blocks) if max_blocks is None else min(len(blocks), max_blocks)
-    total_loss, total_tokens = 0.0, 0
+    losses = []
     for start in range(0, num_blocks, batch_size):
         x, y = lm_batch(blocks, np.arange(start, min(start + batch_size, num_blocks)))
-        logits = model(x)
-        total_loss += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
-        total_tokens += y.numel()
-    mean_loss = total_loss / max(1, total_tokens)
-    return {"loss": mean_loss, "perplexity": math.exp(mean_loss), "tokens": total_tokens}
+        nll = F.cross_entropy(model(x).transpose(1, 2).float(), y, reduction="none")  # (B, T)
+        losses.append(nll.sum(1).double().numpy())
+    return np.concatenate(losses) if losses else np.zeros(0)
+
+
+@torch.no_grad()
+def sequence_losses(model: GPT, sequences: list[np.ndarray], batch_size: int = 16) -> np.ndarray:
+    """Summed cross-entropy (nats) of tokens[1:] of each sequence: (num_sequences,). A sequence longer than the
+    context is cut into windows of seq_len + 1 tokens that share one token, so every token is predicted once."""
+    width = model.cfg.seq_len + 1
+    windows = [(i, seq[start : start + width]) for i, seq in enumerate(sequences)
+               for start in range(0, max(1, len(seq) - 1), width - 1)]
+    totals = np.zeros(len(sequences))
+    for start in range(0, len(windows), batch_size):
+        owners, batch = zip(*windows[start : start + batch_size])
+        rows = torch.full((len(batch), max(map(len, batch))), IGNORE_INDEX, dtype=torch.long)  # (B, <= T + 1)
+        for r, window in enumerate(batch):
+            rows[r, : len(window)] = torch.from_numpy(np.asarray(window, dtype=np.int64))
+        # padding sits after each window's real tokens: causal attention keeps it out of their predictions
+        logits = model(rows[:, :-1].clamp(min=0))
+        nll = F.cross_entropy(logits.transpose(1, 2).float(), rows[:, 1:], ignore_index=IGNORE_INDEX, reduction="none")
+        np.add.at(totals, list(owners), nll.sum(1).double().numpy())
+    return totals
 
 
 @torch.no_grad()

@@ -36,6 +36,7 @@ def test_pipeline_runs_and_prints_report_metrics_and_timings(tiny_run, ray_local
     assert "report" in result.output and "report.html" in result.output
     for stage in ("ingest", "clean", "dedup", "tokenizer", "pack", "pretrain", "export", "finetune", "sft", "evaluate"):
         assert stage in result.output
+    assert "the bag-of-words baseline on spam F1 (difference" in result.output  # the verdict, in words
 
 
 def test_report_and_metrics_hold_real_numbers(tiny_run, ray_local):
@@ -51,11 +52,17 @@ def test_report_and_metrics_hold_real_numbers(tiny_run, ray_local):
     assert sum(map(sum, cls["model"]["confusion"])) == cls["test_examples"]
     for stage, counts in metrics["data"].items():
         assert counts["docs_in"] == counts["kept"] + counts["rejected"], stage
+    assert metrics["schema_version"] == 2 and metrics["bootstrap"]["resamples"] == 1000
+    assert metrics["headline"]["versus_bow_baseline"] in ("beats", "loses to", "not distinguishable from")
+    low, high = metrics["headline"]["val_perplexity_ci95"]
+    assert low <= pretrain["val_perplexity"] <= high and 0 < pretrain["val_bits_per_byte"] < 8
+    assert set(metrics["per_source"]["sources"]) == {"tiny"}  # the one source of data/tiny
+    assert set(metrics["curves"]) == {"pretrain", "finetune", "sft"} and metrics["curves"]["pretrain"]["val"]
     sft = metrics["sft"]
     assert sft["final_train_loss"] < sft["first_train_loss"] and len(sft["samples"]) > 0
     html = find_one(workdir, "evaluate/*/report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "baseline: bow_logreg" in html
-    assert "SFT (response tokens only)" in html
+    assert "SFT (response tokens only)" in html and "Learning curves" in html and "paired 95% CI" in html
 
 
 def test_export_loads_in_transformers(tiny_run, ray_local):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from typer.testing import CliRunner
 
@@ -50,7 +51,8 @@ def data_runs(api_url: str) -> list:
     async def query():
         async with get_client() as client:
             return await client.read_flow_runs(
-                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["tiny-data"])))
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["tiny-data"])),
+                sort=FlowRunSort.START_TIME_DESC, limit=10)
 
     with temporary_settings({PREFECT_API_URL: api_url}):
         return asyncio.run(query())

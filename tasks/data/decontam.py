@@ -1,7 +1,8 @@
 """Decontamination: pretraining documents that share a word 13-gram with a test text are dropped.
 
-The test texts are the fine-tune test split (cut exactly as the fine-tune stage cuts it) and any
-files named in `dedup.decontaminate.paths`. Words are case-folded `\\w+` runs, as in dedup; each
+On by default: a model scored on texts it pretrained on reports a score it did not earn. The test
+texts are the fine-tune test split (cut exactly as the fine-tune stage cuts it) and any files
+named in `dedup.decontaminate.paths`. Words are case-folded `\\w+` runs, as in dedup; each
 n-gram is hashed to 64 bits from per-word hashes (blake2b, the same in every process), so a
 worker checks a document with a few numpy operations and a set lookup per n-gram.
 A test text shorter than n words has no n-gram and cannot be matched (GPT-3's rule, too).
@@ -27,11 +28,11 @@ _PRIME = np.uint64(1099511628211)
 
 class DecontaminateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    enabled: bool = Field(False, description="drop documents sharing an n-gram with a test text (reason `contaminated`)")
+    enabled: bool = Field(True, description="drop documents sharing an n-gram with a test text (reason `contaminated`)")
     ngram: int = Field(13, ge=3, le=64, description="words per n-gram")
     finetune_test: bool = Field(True, description="check against the fine-tune test split")
-    paths: list[Path] = Field(default_factory=list, description="more test sets: .txt (one text per file) or "
-                                                                  ".jsonl/.parquet/.csv/.tsv with a `text_column`")
+    paths: list[Path] = Field(default_factory=list, description="more test sets: .txt (one text per file), .parquet, "
+                              "or .jsonl/.csv/.tsv (plain or .gz/.bz2/.zst/.xz) with a `text_column`")
     text_column: str = "text"
 
 
@@ -77,7 +78,7 @@ def read_texts(path: Path, text_column: str) -> list[tuple[str, str]]:
         raise ValueError(f"dedup.decontaminate.paths: no such file {path}")
     if path.suffix.lower() in (".txt", ".md", ".rst"):
         return [(path.name, path.read_text(errors="replace"))]
-    table = read_table(path, None)
+    table = read_table(path, None, "dedup.decontaminate.paths")
     if text_column not in table.column_names:
         raise ValueError(f"{path}: no column {text_column!r} (dedup.decontaminate.text_column); "
                          f"columns are {table.column_names}")
@@ -87,6 +88,6 @@ def read_texts(path: Path, text_column: str) -> list[tuple[str, str]]:
 
 def finetune_test_texts(finetune_cfg: LabelledData) -> list[tuple[str, str]]:
     """The fine-tune test split's texts, split by the fine-tune stage's own functions and seed."""
-    texts, labels, _ = read_labelled(finetune_cfg)
-    test = stratified_splits(labels, finetune_cfg)["test"]
-    return [(f"{finetune_cfg.data.name} test #{int(i)}", texts[i]) for i in test]
+    labelled = read_labelled(finetune_cfg)
+    test = stratified_splits(labelled.labels, finetune_cfg)["test"]
+    return [(f"{finetune_cfg.data.name} row {labelled.rows[i]}", labelled.texts[i]) for i in test]

@@ -21,6 +21,7 @@ by the shard's content and the MinHash settings: when new files arrive, only the
 
 import hashlib
 import io
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -35,7 +36,14 @@ from infra import storage
 from infra.code_hash import stage_code
 from infra.ray_map import cluster_cpus
 from infra.shuffle import exchange, partition_of, split_by
-from infra.stage import Manifest, fingerprint, output_location, rebuilding, run_stage
+from infra.stage import (
+    Manifest,
+    file_digest,
+    fingerprint,
+    output_location,
+    rebuilding,
+    run_stage,
+)
 from tasks.data.decontam import (
     DecontaminateConfig,
     contaminated_by,
@@ -54,9 +62,9 @@ from tasks.data.shards import (
     shard_paths,
     shard_stats,
 )
+from tasks.data.text_keys import exact_key  # also the fine-tune split's duplicate key
 
 CODE = stage_code(__name__, libraries=("rensa", "numpy", "pyarrow"))
-_SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
 EXACT = pa.schema([("key", pa.uint64()), ("key2", pa.uint64()), ("id", pa.string()), ("shard", pa.int32())])
 BANDS = pa.schema([("band", pa.int32()), ("key", pa.uint64()), ("id", pa.string()), ("shard", pa.int32()),
@@ -88,10 +96,6 @@ class DedupConfig(BaseModel):
     decontaminate: DecontaminateConfig = DecontaminateConfig()
     partitions: int | None = Field(None, ge=1, description=(
         "buckets of the key exchange; default: the CPUs of the Ray cluster. The result does not depend on it"))
-
-
-def exact_key(text: str) -> str:
-    return hashlib.sha1(_SPACE.sub(" ", text.casefold()).strip().encode()).hexdigest()
 
 
 def shingles(text: str, n: int) -> list[str]:
@@ -387,6 +391,18 @@ def test_texts(cfg: DecontaminateConfig, finetune_cfg: LabelledData | None = Non
     return named + [t for path in cfg.paths for t in read_texts(path, cfg.text_column)]
 
 
+def reference_inputs(cfg: DecontaminateConfig, finetune_cfg: LabelledData | None) -> list[str]:
+    """What the test texts are made from, as fingerprint inputs: the files' bytes and how the fine-tune split is cut
+    (the code that cuts it is in dedup's code hash). Cutting the split itself (scikit-learn) waits for the build,
+    so that a plan or a cached run stays fast."""
+    if not cfg.enabled:
+        return []
+    files = [*cfg.paths, *([finetune_cfg.data] if cfg.finetune_test and finetune_cfg is not None else [])]
+    split = finetune_cfg.model_dump(mode="json", include=set(LabelledData.model_fields)) if finetune_cfg else {}
+    settings = hashlib.sha256(json.dumps(split, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return [f"{path}:{file_digest(path)}" for path in files] + [f"fine-tune split settings {settings}"]
+
+
 def find_duplicates(paths: list[str], cfg: DedupConfig, cache_dir: str, num_parts: int) -> tuple[list[list], dict]:
     """The drop lists of every shard (object references, one list of parts per shard) and the exchange counts."""
     shards = len(paths)
@@ -412,10 +428,8 @@ def find_duplicates(paths: list[str], cfg: DedupConfig, cache_dir: str, num_part
 
 def dedup(cleaned: Manifest, cfg: DedupConfig, workdir: str, finetune: LabelledData | None = None) -> Manifest:
     """`finetune` (the recipe's fine-tune settings) names the test split that decontamination protects."""
-    references = test_texts(cfg.decontaminate, finetune)
-    reference_digest = hashlib.sha256("\x00".join(text for _, text in references).encode()).hexdigest()
     fp = fingerprint("dedup", CODE, cfg.model_dump(mode="json", exclude={"partitions"}),
-                     [cleaned.fingerprint, reference_digest])
+                     [cleaned.fingerprint, *reference_inputs(cfg.decontaminate, finetune)])
     cache_dir = storage.join(workdir, "dedup", ".signatures")
 
     def build(folder: Path) -> dict:
@@ -423,6 +437,7 @@ def dedup(cleaned: Manifest, cfg: DedupConfig, workdir: str, finetune: LabelledD
         num_parts = cfg.partitions or cluster_cpus()
         drops, counts = find_duplicates(paths, cfg, cache_dir, num_parts)
         num_exact = counts.pop("exact_parts")
+        references = test_texts(cfg.decontaminate, finetune)
         test_ngrams = reference_index(references, cfg.decontaminate.ngram)
         per_shard, _ = exchange(filter_task, drops, 0, "dedup: filter", paths=paths, out_dir=output_location(),
                                 test_ngrams=test_ngrams, ngram=cfg.decontaminate.ngram, num_exact=num_exact)

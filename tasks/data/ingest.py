@@ -4,7 +4,7 @@ Inputs are local paths, globs or fsspec URLs. Ray workers hash the inputs (the s
 in the same read finding where a large file's units may start; a file whose size, mtime and inode (or
 ETag and version, on an object store) are unchanged reuses its cached digest and is not read again.
 A unit of work is a batch of whole files (text, mail, HTML), or a part of about `unit_bytes` of one
-streamed (JSONL, CSV, TSV; maybe .gz/.zst) or Parquet file; each becomes one shard named by the
+streamed (JSONL, CSV, TSV; maybe .gz/.bz2/.zst/.xz) or Parquet file; each becomes one shard named by the
 digest of what it reads, so an unchanged input always maps to the same shard name, and a record's id
 does not depend on the part that reads it. Every input is kept or rejected with a reason; a file that
 cannot be read is one `bad_file` rejection (or a ValueError, with on_bad_file=fail). The formats
@@ -100,18 +100,18 @@ class IngestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     paths: list[InputPath] = Field(min_length=1, description=(
         "files, folders, globs or fsspec URLs (file://, memory://, s3:// ...) of .txt/.md/.rst, .eml and raw mail, "
-        ".html/.htm, .jsonl (.gz/.zst), .csv/.tsv (.gz/.zst), .parquet"))
+        ".html/.htm, .jsonl and .csv/.tsv (plain or .gz/.bz2/.zst/.xz), .parquet"))
     text_column: str = Field("text", description="column (Parquet, CSV) or key (JSONL) holding the text")
     id_column: str = Field("id", description="column or key with a document id; file path and row when absent")
     files_per_shard: int = Field(64, ge=1, description="whole files (text, mail, HTML) grouped into one shard")
     detect_mail: bool = Field(True, description="read .txt and suffix-less files that start with mail headers as mail")
     on_bad_file: Literal["skip", "fail"] = Field("skip", description=(
-        "a file that cannot be read (corrupt Parquet, truncated .gz/.zst): skip = reject it as bad_file and go on, "
+        "a file that cannot be read (corrupt Parquet, truncated .gz/.zst/.bz2/.xz): skip = reject it as bad_file and go on, "
         "fail = stop with an error naming the file"))
     unit_bytes: int = Field(64 << 20, ge=1, description=(
         "about how many bytes one worker reads: a larger JSONL/CSV/TSV file (uncompressed size) is split at record "
         "starts, a Parquet file into groups of row groups (a bigger row group stays whole); ids are the same either "
-        "way. A part of a .gz/.zst file still decompresses the stream from its start"))
+        "way. A part of a compressed file still decompresses the stream from its start"))
     rehash: bool = Field(False, description=(
         "re-read every input to hash it instead of trusting the digests cached by size, mtime and inode (ETag and "
         "version on an object store); `tokenmill run --rehash`. Not part of the fingerprint: it changes no output"))
@@ -148,7 +148,7 @@ def _expand(path: str) -> list[InputFile]:
     file = _input_file(fs, fs_path, posixpath.dirname(fs_path), fs.size(fs_path))
     if file.kind == "unknown":
         raise ValueError(f"{path}: unsupported input type (expected one of {sorted(KINDS)}, "
-                         ".gz/.zst of .jsonl/.csv/.tsv, a suffix-less mail, or a folder)")
+                         ".gz/.bz2/.zst/.xz of .jsonl/.csv/.tsv, a suffix-less mail, or a folder)")
     return [file]
 
 

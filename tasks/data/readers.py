@@ -6,6 +6,7 @@ memory://, object stores): nothing here knows about Ray, Prefect or shards. A re
 file, the line when known, and the cause.
 """
 
+import bz2
 import codecs
 import csv
 import email
@@ -13,6 +14,7 @@ import gzip
 import hashlib
 import io
 import json
+import lzma
 import posixpath
 import re
 import zlib
@@ -35,7 +37,8 @@ from resiliparse.parse.html import HTMLTree
 KINDS = {".txt": "text_or_mail", ".md": "text", ".rst": "text", ".eml": "mail", ".html": "html", ".htm": "html",
          ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 STREAMED = {"jsonl", "csv", "tsv"}  # read line by line, optionally compressed: never held whole
-COMPRESSIONS = {".gz": "gzip", ".zst": "zstd"}
+# One table for ingest, fine-tuning and decontamination: a suffix here is read by all three.
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bzip2", ".xz": "xz"}
 _NO_REAL_SUFFIX = re.compile(r"(\.[0-9a-f]{8,}|\.[0-9]+)?")
 SNIFF_BYTES = 8192
 
@@ -56,8 +59,9 @@ MAIL_META = ("from", "to", "cc", "subject", "date", "message-id")
 # Spam often sends HTML with no Content-Type (so text/plain): 52 such parts in SpamAssassin.
 _HTML_START = re.compile(r"\s*<(!doctype|html|head|body|table|center|font|div|meta|title|img|a\s|p\b)", re.IGNORECASE)
 _HEADER_LINE = re.compile(rb"([!-9;-~]+):")  # RFC 5322 field name: printable ASCII but ':'
-# What a broken stream raises: gzip's BadGzipFile is an OSError, a corrupt deflate block a zlib.error.
-STREAM_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError)
+# What a broken stream raises: gzip's BadGzipFile is an OSError, a corrupt deflate block a zlib.error,
+# corrupt bzip2 an OSError, corrupt xz an LZMAError; a truncated stream of any of them an EOFError.
+STREAM_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError, lzma.LZMAError)
 
 
 @dataclass(frozen=True)
@@ -490,6 +494,10 @@ def open_stream(raw: BinaryIO, name: str) -> io.BufferedReader:
         return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"))
     if compression == "zstd":
         return io.BufferedReader(_ZstdReader(raw))
+    if compression == "bzip2":
+        return io.BufferedReader(bz2.BZ2File(raw, mode="rb"))
+    if compression == "xz":
+        return io.BufferedReader(lzma.LZMAFile(raw, mode="rb"))
     return io.BufferedReader(raw) if not isinstance(raw, io.BufferedReader) else raw
 
 

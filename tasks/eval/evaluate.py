@@ -9,16 +9,29 @@ from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Tokenizer
 
 from infra.code_hash import stage_code
+from infra.files import read_jsonl
 from infra.stage import Manifest, file_digest, fingerprint, run_stage
 from infra.token_files import TokenRowWriter
 from tasks.data.tokenizer import EOS
+from tasks.eval.bootstrap import (
+    CONFIDENCE,
+    classification_intervals,
+    paired_f1_difference,
+    resampled_confusions,
+)
+from tasks.eval.language import (
+    held_out_documents,
+    per_source_figures,
+    token_byte_lengths,
+    val_block_figures,
+)
 
 # torch, scikit-learn and matplotlib are imported in the functions that use them: loading a recipe imports this
 # module for EvaluateConfig, and `tokenmill plan` or a cached run must not pay seconds for them
 from tasks.stages import document_stages
 
 CODE = stage_code(__name__, libraries=("torch", "scikit-learn", "tokenizers", "matplotlib"))
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class EvaluateConfig(BaseModel):
@@ -28,6 +41,10 @@ class EvaluateConfig(BaseModel):
     top_p: float = Field(0.9, gt=0, le=1)
     max_val_blocks: int | None = Field(512, ge=1, description="cap on validation blocks for perplexity")
     extra_texts: list[Path] = Field(default_factory=list, description="more .txt files or folders to measure perplexity on")
+    bootstrap_resamples: int = Field(1000, ge=100, description="resamples behind every 95 % interval")
+    bootstrap_seed: int = Field(0, description="seed of the resampling: the same seed gives the same intervals")
+    max_docs_per_source: int = Field(200, ge=1, description="held-out documents scored per input source")
+    max_doc_tokens: int = Field(4096, ge=1, description="tokens of each such document scored (its beginning)")
 
 
 def classification_metrics(truth: np.ndarray, predicted: np.ndarray, label_names: list[str]) -> dict:
@@ -111,37 +128,96 @@ def sft_metrics(tuned: Manifest, tokenizer: Manifest, cfg: EvaluateConfig) -> di
             "final_train_loss": tuned.stats["final_train_loss"], "samples": answers}
 
 
-def compute_metrics(manifests: dict[str, Manifest], cfg: EvaluateConfig, folder: Path) -> dict:
-    from model.inference import perplexity, predict
-    from model.weights import load_classifier, load_gpt
+def with_intervals(truth: np.ndarray, predictions: dict[str, np.ndarray], label_names: list[str], positive: str,
+                   cfg: EvaluateConfig) -> dict:
+    """Each model's metrics with 95 % intervals, and the fine-tuned model against each baseline, paired: every
+    model is scored on the same resamples of the test examples."""
+    confusions = resampled_confusions(truth, predictions, len(label_names), cfg.bootstrap_resamples, cfg.bootstrap_seed)
+    scored = {name: classification_metrics(truth, predicted, label_names)
+                    | {"ci95": classification_intervals(confusions[name], label_names)}
+              for name, predicted in predictions.items()}
+    comparisons = {name: {f"{positive}_f1": comparison(scored, confusions, name, label_names.index(positive)),
+                          "macro_f1": comparison(scored, confusions, name, None)}
+                   for name in predictions if name != "model"}
+    return {"model": scored.pop("model"), "baselines": scored, "comparisons": comparisons}
 
-    packed, pretrained, finetuned = manifests["pack"], manifests["pretrain"], manifests["finetune"]
-    lm_model = load_gpt(pretrained.local_root())
-    lm = perplexity(lm_model, packed.local_files("val-"), max_blocks=cfg.max_val_blocks)
-    label_names = finetuned.stats["label_names"]
+
+def comparison(scored: dict[str, dict], confusions: dict[str, np.ndarray], baseline: str, class_index: int | None) -> dict:
+    """The model's F1 minus the baseline's (one class's, or macro F1 when class_index is None), and its paired interval."""
+    def f1(name: str) -> float:
+        metrics = scored[name]
+        return metrics["macro_f1"] if class_index is None else list(metrics["per_class"].values())[class_index]["f1"]
+
+    return {"difference": f1("model") - f1(baseline),
+            **paired_f1_difference(confusions["model"], confusions[baseline], class_index)}
+
+
+def classification_section(finetuned: Manifest, cfg: EvaluateConfig) -> dict:
+    from model.inference import predict
+    from model.weights import load_classifier
+
+    label_names, positive = finetuned.stats["label_names"], finetuned.stats["positive_label"]
     truth, predicted = predict(load_classifier(finetuned.local_root(), len(label_names)), finetuned.local_file("test_arrow"))
     train = pq.read_table(finetuned.local_file("train_parquet"))
     test = pq.read_table(finetuned.local_file("test_parquet"))
     base = baselines(train.column("text").to_pylist(), train.column("label").to_numpy(), test.column("text").to_pylist())
+    return {"labels": label_names, "positive_label": positive, "test_examples": len(truth),
+            **with_intervals(truth, {"model": predicted, **base}, label_names, positive, cfg)}
+
+
+def language_sections(manifests: dict[str, Manifest], cfg: EvaluateConfig, folder: Path) -> dict:
+    """The pretrained model on the packed validation blocks, the extra texts and each source's held-out documents."""
+    from model.weights import load_gpt
+
+    packed, pretrained = manifests["pack"], manifests["pretrain"]
+    model = load_gpt(pretrained.local_root())
+    tok = Tokenizer.from_file(str(manifests["tokenizer"].local_file("tokenizer")))
+    byte_lengths = token_byte_lengths(tok)
+    resampling = (cfg.bootstrap_resamples, cfg.bootstrap_seed)
+    val = val_block_figures(model, packed, byte_lengths, cfg.max_val_blocks, *resampling)
+    documents = held_out_documents(manifests["dedup"], packed.lineage["config"]["val_fraction"], cfg.max_docs_per_source)
+    sources = per_source_figures(model, tok, byte_lengths, documents, cfg.max_doc_tokens, tok.token_to_id(EOS), *resampling)
+    return {
+        "pretrain": {**{f"val_{key}": value for key, value in val.items()}, **pretrained.stats,
+                     "extra_texts": extra_perplexities(model, manifests["tokenizer"], cfg, folder)},
+        "per_source": {"max_documents": cfg.max_docs_per_source, "max_tokens_per_document": cfg.max_doc_tokens,
+                       "sources": sources},
+    }
+
+
+def learning_curves(manifests: dict[str, Manifest]) -> dict:
+    """Train and validation loss over steps of each training stage (those that keep the loop's metrics.jsonl)."""
+    curves = {}
+    for name, manifest in manifests.items():
+        if manifest.files.get("metrics", "").endswith(".jsonl"):
+            records = read_jsonl(manifest.local_file("metrics"))
+            curves[name] = {split: [{"step": r["step"], "loss": r["loss"]} for r in records if r["split"] == split]
+                            for split in ("train", "val")}
+    return curves
+
+
+def compute_metrics(manifests: dict[str, Manifest], cfg: EvaluateConfig, folder: Path) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
-        "pretrain": {"val_loss": lm["loss"], "val_perplexity": lm["perplexity"], "val_tokens": lm["tokens"],
-                     **pretrained.stats, "extra_texts": extra_perplexities(lm_model, manifests["tokenizer"], cfg, folder)},
-        "classification": {
-            "labels": label_names, "positive_label": finetuned.stats["positive_label"], "test_examples": len(truth),
-            "model": classification_metrics(truth, predicted, label_names),
-            "baselines": {name: classification_metrics(truth, pred, label_names) for name, pred in base.items()},
-        },
+        "bootstrap": {"resamples": cfg.bootstrap_resamples, "seed": cfg.bootstrap_seed, "confidence": CONFIDENCE,
+                      "method": "percentile", "classification_unit": "test example, one resample shared by every model",
+                      "val_unit": "validation block", "per_source_unit": "document"},
+        **language_sections(manifests, cfg, folder),
+        "classification": classification_section(manifests["finetune"], cfg),
+        "curves": learning_curves(manifests),
     }
 
 
 def headline(metrics: dict) -> dict:
-    cls = metrics["classification"]
+    cls, val = metrics["classification"], metrics["pretrain"]
     positive = cls["positive_label"]
-    f1 = {name: m["per_class"][positive]["f1"] for name, m in [("model", cls["model"]), *cls["baselines"].items()]}
-    return {"val_perplexity": metrics["pretrain"]["val_perplexity"], f"{positive}_f1": f1["model"],
-            f"{positive}_f1_majority": f1["majority"], f"{positive}_f1_bow_logreg": f1["bow_logreg"],
-            "beats_bow_baseline": f1["model"] > f1["bow_logreg"]}
+    versus_bow = cls["comparisons"]["bow_logreg"][f"{positive}_f1"]
+    return {"val_perplexity": val["val_perplexity"], "val_perplexity_ci95": val["val_perplexity_ci95"],
+            "val_bits_per_byte": val["val_bits_per_byte"], f"{positive}_f1": cls["model"]["per_class"][positive]["f1"],
+            f"{positive}_f1_ci95": cls["model"]["ci95"]["f1"][positive],
+            **{f"{positive}_f1_{name}": m["per_class"][positive]["f1"] for name, m in cls["baselines"].items()},
+            f"{positive}_f1_minus_bow_logreg": versus_bow["difference"],
+            f"{positive}_f1_minus_bow_logreg_ci95": versus_bow["ci95"], "versus_bow_baseline": versus_bow["verdict"]}
 
 
 def evaluate(manifests: dict[str, Manifest], cfg: EvaluateConfig, workdir: str, recipe: dict) -> Manifest:
@@ -152,7 +228,7 @@ def evaluate(manifests: dict[str, Manifest], cfg: EvaluateConfig, workdir: str, 
     fp = fingerprint("evaluate", CODE, cfg.model_dump(mode="json"), inputs)
 
     def build(folder: Path) -> dict:
-        from tasks.eval.report import render_report, save_report_inputs
+        from tasks.eval.report import render_report, save_report_inputs, verdict
 
         metrics = compute_metrics(manifests, cfg, folder)
         metrics["headline"] = headline(metrics)
@@ -168,7 +244,7 @@ def evaluate(manifests: dict[str, Manifest], cfg: EvaluateConfig, workdir: str, 
         samples = generation_samples(manifests["pretrain"], manifests["tokenizer"], cfg)
         save_report_inputs(folder, manifests, samples, recipe)
         render_report(folder)
-        return {"stats": {"headline": metrics["headline"]},
+        return {"stats": {"headline": metrics["headline"], "verdict": verdict(metrics)},
                 "files": {"report": "report.html", "report_md": "report.md", "metrics": "metrics.json"}}
 
     return run_stage(workdir, "evaluate", fp, build)

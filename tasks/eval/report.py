@@ -31,21 +31,28 @@ def figure_to_data_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def plot_learning_curves(curves: dict[str, dict[str, list[dict]]]) -> str:
+    """Train and validation loss over steps, one panel per training stage (their scales differ: next-token,
+    classification, response tokens)."""
+    fig, axes = pyplot().subplots(1, len(curves), figsize=(5 * len(curves), 3.4), squeeze=False)
+    for ax, (stage, splits) in zip(axes[0], curves.items()):
+        ax.plot([p["step"] for p in splits["train"]], [p["loss"] for p in splits["train"]], label="train")
+        ax.plot([p["step"] for p in splits["val"]], [p["loss"] for p in splits["val"]], "o--", label="val")
+        ax.set_title(f"{stage} loss")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    return figure_to_data_uri(fig)
+
+
 def plot_training(metrics_by_run: dict[str, list[dict]]) -> str:
-    """Loss per run (their scales differ: next-token vs classification), learning rate, throughput."""
-    fig, axes = pyplot().subplots(1, len(metrics_by_run) + 2, figsize=(15, 3.4))
-    for ax, (run, records) in zip(axes, metrics_by_run.items()):
-        train = [r for r in records if r["split"] == "train"]
-        val = [r for r in records if r["split"] == "val"]
-        ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train")
-        ax.plot([r["step"] for r in val], [r["loss"] for r in val], "o--", label="val")
-        ax.set_title(f"{run} loss")
+    """Learning rate and throughput of each training run, from the loops' own logs."""
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.4))
     for run, records in metrics_by_run.items():
         train = [r for r in records if r["split"] == "train"]
-        axes[-2].plot([r["step"] for r in train], [r["lr"] for r in train], label=run)
-        axes[-1].plot([r["step"] for r in train[1:]], [r["tokens_per_s"] for r in train[1:]], label=run)
-    axes[-2].set_title("learning rate")
-    axes[-1].set_title("tokens/s (all ranks)")
+        axes[0].plot([r["step"] for r in train], [r["lr"] for r in train], label=run)
+        axes[1].plot([r["step"] for r in train[1:]], [r["tokens_per_s"] for r in train[1:]], label=run)
+    axes[0].set_title("learning rate")
+    axes[1].set_title("tokens/s (all ranks)")
     for ax in axes:
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
@@ -110,6 +117,8 @@ def md_table(rows: list[dict]) -> str:
 def fmt(value) -> str:
     if isinstance(value, dict):  # e.g. rejected by reason: `rule: count, ...`
         return ", ".join(f"{k}: {fmt(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, list) and value and all(isinstance(v, float) for v in value):  # an interval
+        return "[" + ", ".join(f"{v:.4f}" for v in value) + "]"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
@@ -119,7 +128,37 @@ def comparison_rows(metrics: dict) -> list[dict]:
     runs = [("fine-tuned model", cls["model"])] + [(f"baseline: {n}", m) for n, m in cls["baselines"].items()]
     return [{"model": name, f"{positive} precision": m["per_class"][positive]["precision"],
              f"{positive} recall": m["per_class"][positive]["recall"], f"{positive} F1": m["per_class"][positive]["f1"],
-             "macro F1": m["macro_f1"], "accuracy": m["accuracy"]} for name, m in runs]
+             f"{positive} F1 95% CI": m["ci95"]["f1"][positive], "macro F1": m["macro_f1"],
+             "macro F1 95% CI": m["ci95"]["macro_f1"], "accuracy": m["accuracy"], "accuracy 95% CI": m["ci95"]["accuracy"]}
+            for name, m in runs]
+
+
+def paired_rows(metrics: dict) -> list[dict]:
+    """The fine-tuned model minus each baseline, on the same resampled test examples."""
+    return [{"comparison": f"fine-tuned model {c['verdict']} baseline: {baseline}", "on": metric.replace("_", " "),
+             "difference": c["difference"], "paired 95% CI": c["ci95"]}
+            for baseline, by_metric in metrics["classification"]["comparisons"].items() for metric, c in by_metric.items()]
+
+
+def language_rows(metrics: dict) -> list[dict]:
+    """The pretrained model on the validation blocks and on each source's held-out documents."""
+    val = metrics["pretrain"]
+    rows = [{"text": "validation blocks", "units": f"{val['val_blocks']} blocks",
+             **{key: val[f"val_{key}"] for key in LANGUAGE_COLUMNS}}]
+    return rows + [{"text": f"source: {source}", "units": f"{figures['documents']} documents",
+                    **{key: figures[key] for key in LANGUAGE_COLUMNS}}
+                   for source, figures in metrics["per_source"]["sources"].items()]
+
+
+LANGUAGE_COLUMNS = ("perplexity", "perplexity_ci95", "bits_per_byte", "bits_per_byte_ci95", "tokens", "bytes")
+
+
+def bootstrap_note(metrics: dict) -> str:
+    b, per_source = metrics["bootstrap"], metrics["per_source"]
+    return (f"95 % intervals: percentile bootstrap, {b['resamples']:,} resamples, seed {b['seed']}; classification "
+            f"resamples test examples (paired: every model on the same resample), validation figures resample blocks, "
+            f"per-source figures resample documents (at most {per_source['max_documents']} held-out documents per "
+            f"source, the first {per_source['max_tokens_per_document']} tokens of each).")
 
 
 def per_class_rows(metrics: dict) -> list[dict]:
@@ -140,12 +179,13 @@ def stage_table(manifests: dict[str, Manifest]) -> list[dict]:
 
 
 def verdict(metrics: dict) -> str:
-    h = metrics["headline"]
+    """The headline in words: the fine-tuned model against the bag-of-words baseline, decided by the paired interval."""
     positive = metrics["classification"]["positive_label"]
-    if h["beats_bow_baseline"]:
-        return f"The fine-tuned model beats the bag-of-words baseline on {positive} F1."
-    return (f"The fine-tuned model does NOT beat the bag-of-words baseline on {positive} F1 "
-            f"({h[f'{positive}_f1']:.3f} vs {h[f'{positive}_f1_bow_logreg']:.3f}).")
+    c = metrics["classification"]["comparisons"]["bow_logreg"][f"{positive}_f1"]
+    low, high = c["ci95"]
+    return (f"The fine-tuned model {c['verdict']} the bag-of-words baseline on {positive} F1 "
+            f"(difference {c['difference']:+.3f}, paired 95 % interval [{low:+.3f}, {high:+.3f}], "
+            f"{metrics['bootstrap']['resamples']:,} resamples).")
 
 
 REPORT_INPUTS = ("metrics.json", "manifests.json", "samples.json", "run_config.json")
@@ -164,7 +204,12 @@ def render_report(folder: Path) -> Path:
     missing = [name for name in REPORT_INPUTS if not (folder / name).exists()]
     if missing:
         raise FileNotFoundError(f"{folder}: not an evaluation output (missing {', '.join(missing)})")
+    from tasks.eval.evaluate import SCHEMA_VERSION
+
     metrics = json.loads((folder / "metrics.json").read_text())
+    if metrics.get("schema_version") != SCHEMA_VERSION:  # older metrics lack what this report shows (its intervals)
+        raise ValueError(f"{folder}: metrics.json has schema version {metrics.get('schema_version')}, this report draws "
+                         f"version {SCHEMA_VERSION}; `tokenmill run --force evaluate` measures it again")
     manifests = {k: Manifest.model_validate(v) for k, v in json.loads((folder / "manifests.json").read_text()).items()}
     samples = json.loads((folder / "samples.json").read_text())
     run_config = json.loads((folder / "run_config.json").read_text())
@@ -173,19 +218,21 @@ def render_report(folder: Path) -> Path:
 
 
 def write_report(folder: Path, metrics: dict, manifests: dict[str, Manifest], samples: list[dict], run_config: dict) -> None:
-    runs = {name: read_jsonl(manifests[name].local_file("metrics")) for name in ("pretrain", "finetune", "sft")
-            if name in manifests}
+    runs = {name: read_jsonl(manifests[name].local_file("metrics")) for name in metrics["curves"]}
     cls = metrics["classification"]
-    images = {"training": plot_training(runs), "funnel": plot_funnel(metrics["data"]),
-              "confusion": plot_confusion(cls["model"]["confusion"], cls["labels"])}
+    images = {"curves": plot_learning_curves(metrics["curves"]), "training": plot_training(runs),
+              "funnel": plot_funnel(metrics["data"]), "confusion": plot_confusion(cls["model"]["confusion"], cls["labels"])}
     pretrain = {k: v for k, v in metrics["pretrain"].items() if k != "extra_texts"}
     extra = [{"text set": name, **values} for name, values in metrics["pretrain"].get("extra_texts", {}).items()]
     sections = {
-        "Headline": f"<p><b>{html.escape(verdict(metrics))}</b></p>" + html_table([metrics["headline"]]),
-        "Classification (test split)": html_table(comparison_rows(metrics)) + html_table(per_class_rows(metrics))
-        + f'<img src="{images["confusion"]}" alt="confusion matrix">',
-        "Pretraining": html_table([pretrain]) + (html_table(extra) if extra else "")
-        + f'<img src="{images["training"]}" alt="training curves">',
+        "Headline": f"<p><b>{html.escape(verdict(metrics))}</b></p>" + html_table([metrics["headline"]])
+        + f"<p>{html.escape(bootstrap_note(metrics))}</p>",
+        "Classification (test split)": html_table(comparison_rows(metrics)) + html_table(paired_rows(metrics))
+        + html_table(per_class_rows(metrics)) + f'<img src="{images["confusion"]}" alt="confusion matrix">',
+        "Language model (held-out text)": html_table(language_rows(metrics)) + (html_table(extra) if extra else ""),
+        "Learning curves": f'<img src="{images["curves"]}" alt="learning curves">'
+        + f'<img src="{images["training"]}" alt="learning rate and throughput">',
+        "Pretraining": html_table([pretrain]),
         "Data": f'<img src="{images["funnel"]}" alt="data funnel">' + html_table(
             [{"stage": s, **{k: v for k, v in d.items() if k != "rejected_by_reason"}, "rejected by reason": d["rejected_by_reason"]}
              for s, d in metrics["data"].items()]),
@@ -201,15 +248,27 @@ def write_report(folder: Path, metrics: dict, manifests: dict[str, Manifest], sa
     (folder / "report.md").write_text(markdown_report(metrics, manifests, samples))
 
 
+def curve_rows(curves: dict) -> list[dict]:
+    """First and last loss of each curve: the learning curves in numbers, for the markdown report."""
+    return [{"stage": stage, "split": split, "points": len(points), "first step": points[0]["step"],
+             "first loss": points[0]["loss"], "last step": points[-1]["step"], "last loss": points[-1]["loss"]}
+            for stage, splits in curves.items() for split, points in splits.items() if points]
+
+
 def markdown_report(metrics: dict, manifests: dict[str, Manifest], samples: list[dict]) -> str:
-    return (f"# tokenmill report\n\n**{verdict(metrics)}**\n\n## Classification (test split)\n\n{md_table(comparison_rows(metrics))}"
-            f"\n## Pretraining\n\n{md_table([metrics['pretrain']])}\n## Stages\n\n{md_table(stage_table(manifests))}"
+    return (f"# tokenmill report\n\n**{verdict(metrics)}**\n\n{bootstrap_note(metrics)}\n\n"
+            f"## Classification (test split)\n\n{md_table(comparison_rows(metrics))}\n{md_table(paired_rows(metrics))}"
+            f"\n## Language model (held-out text)\n\n{md_table(language_rows(metrics))}"
+            f"\n## Learning curves\n\n{md_table(curve_rows(metrics['curves']))}"
+            f"\n## Pretraining\n\n{md_table([{k: v for k, v in metrics['pretrain'].items() if k != 'extra_texts'}])}"
+            f"\n## Stages\n\n{md_table(stage_table(manifests))}"
             f"\n## Generation samples\n\n{md_table(samples)}")
 
 
 def headline_markdown(metrics: dict, report_path: Path) -> str:
     return (f"# tokenmill run\n\n**{verdict(metrics)}**\n\n{md_table(comparison_rows(metrics))}\n"
-            f"Validation perplexity of the pretrained model: **{metrics['pretrain']['val_perplexity']:.2f}**\n\n"
+            f"Validation perplexity of the pretrained model: **{metrics['pretrain']['val_perplexity']:.2f}**, "
+            f"bits per byte: **{metrics['pretrain']['val_bits_per_byte']:.3f}**\n\n{bootstrap_note(metrics)}\n\n"
             f"Full report: `{report_path}`\n")
 
 

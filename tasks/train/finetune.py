@@ -39,18 +39,16 @@ def encode_padded(tokenizer: Tokenizer, texts: list[str], max_len: int) -> tuple
 
 
 def prepare_labelled(cfg: FinetuneConfig, tokenizer_path: Path, folder: Path) -> dict:
-    texts, labels, rejected = read_labelled(cfg)
-    if rejected:
-        pq.write_table(pa.Table.from_pylist(rejected), folder / "rejected.parquet")
+    labelled = read_labelled(cfg)
+    if labelled.set_aside:
+        pq.write_table(pa.Table.from_pylist(labelled.set_aside), folder / "rejected.parquet")
+    texts, labels = labelled.texts, labelled.labels
     label_names = sorted(set(labels))
     if cfg.positive_label not in label_names:
         raise ValueError(f"finetune.positive_label {cfg.positive_label!r} is not a label in {cfg.data} ({label_names})")
-    rare = {name: n for name, n in zip(label_names, np.bincount([label_names.index(x) for x in labels])) if n < 3}
-    if rare:
-        raise ValueError(f"{cfg.data}: every label needs at least 3 examples for a stratified split; too few: {rare}")
+    splits = stratified_splits(labels, cfg)
     label_ids = np.array([label_names.index(label) for label in labels])
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    splits = stratified_splits(labels, cfg)
     for split, idx in splits.items():
         rows, lengths = encode_padded(tokenizer, [texts[i] for i in idx], cfg.max_len)
         writer = TokenRowWriter(folder / f"{split}.arrow", cfg.max_len, tokenizer.get_vocab_size(), ("length", "label"))
@@ -61,7 +59,7 @@ def prepare_labelled(cfg: FinetuneConfig, tokenizer_path: Path, folder: Path) ->
     train_counts = np.bincount(label_ids[splits["train"]], minlength=len(label_names))
     weights = (len(splits["train"]) / (len(label_names) * np.maximum(train_counts, 1))).tolist()
     return {"label_names": label_names, "class_weights": weights if cfg.class_weighting else None,
-            "counts": {f"{s}_examples": len(i) for s, i in splits.items()} | {"rejected_missing_label": len(rejected)}}
+            "counts": {f"{s}_examples": len(i) for s, i in splits.items()} | labelled.counts()}
 
 
 def finetune(pretrained: Manifest, tokenizer: Manifest, cfg: FinetuneConfig, workdir: str) -> Manifest:

@@ -191,7 +191,8 @@ def test_every_output_of_a_run_lies_under_its_work_directory(baseline):
         assert folder.is_relative_to(workdir) and folder.parent.name == stage
         for relative in found["files"].values():
             assert (folder / relative).resolve().is_relative_to(folder)
-    assert sorted(p.name for p in workdir.iterdir()) == sorted(DATA_STAGES + ["clean_signals"])
+    # and the run's own record (.tokenmill/runs: what gc keeps) beside them
+    assert sorted(p.name for p in workdir.iterdir()) == sorted([*DATA_STAGES, "clean_signals", ".tokenmill"])
 
 
 def test_an_unwritable_workdir_is_a_config_error(tmp_path):
