@@ -183,7 +183,8 @@ def verdict(metrics: dict) -> str:
     positive = metrics["classification"]["positive_label"]
     c = metrics["classification"]["comparisons"]["bow_logreg"][f"{positive}_f1"]
     low, high = c["ci95"]
-    return (f"The fine-tuned model {c['verdict']} the bag-of-words baseline on {positive} F1 "
+    verb = "is not distinguishable from" if c["verdict"] == "not distinguishable from" else c["verdict"]
+    return (f"The fine-tuned model {verb} the bag-of-words baseline on {positive} F1 "
             f"(difference {c['difference']:+.3f}, paired 95 % interval [{low:+.3f}, {high:+.3f}], "
             f"{metrics['bootstrap']['resamples']:,} resamples).")
 
