@@ -20,6 +20,17 @@ from infra.stage import output_location, rebuilding
 STATS = "stats.json"
 
 
+def content_keys(paths: list[str], batch: int = 32) -> list[str]:
+    """The content digest of each file (`storage.digest`), computed on Ray workers a batch at a time: a stage keys
+    its units by the bytes of its input shards without the driver reading them."""
+    batches = [paths[i : i + batch] for i in range(0, len(paths), batch)]
+    return [key for found in map_shards(_digests, batches, "content keys") for key in found] if paths else []
+
+
+def _digests(paths: list[str]) -> list[str]:
+    return [storage.digest(path) for path in paths]
+
+
 def unit_record(cache_dir: str, key: str) -> dict | None:
     """The committed record of a unit ({"attempt", "stats"}), or None when it is not complete."""
     location = storage.join(cache_dir, key, STATS)

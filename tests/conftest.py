@@ -12,6 +12,9 @@ DATA = REPO / "data"
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="tokenmill-test-prefect-")
 os.environ.pop("PREFECT_API_URL", None)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+# Prefect's temporary API gives up after 20 s; on a loaded 2-core machine its first start (a fresh database to
+# migrate) has taken longer, and a run then fails before any stage. Subprocess runs inherit this too.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 # Prefect binds its console log handler to the stderr of the moment it first loads. `tokenmill` loads it lazily,
 # so without this the first CliRunner invocation would own it, and every later run in this process would log to

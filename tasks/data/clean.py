@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from infra import storage
 from infra.code_hash import stage_code
-from infra.shard_cache import cached_map
+from infra.shard_cache import cached_map, content_keys
 from infra.stage import Manifest, fingerprint, run_stage
 from tasks.data.langid import LanguageConfig, detect_language, language_failure
 from tasks.data.pii import PII_KINDS, PiiConfig, scrub_pii
@@ -242,7 +242,8 @@ def _rejected_rows(table: pa.Table, failures: list[tuple[str, str] | None]) -> I
 def per_shard(step: str, version: str, settings: dict, shard_fn, source: Manifest, workdir: str,
               cfg: CleanConfig) -> list[dict]:
     """Each input shard keyed by its bytes and the step's settings: when the corpus grows, only new shards run."""
-    keyed = [(fingerprint(f"{step}-shard", version, settings, [storage.digest(p)]), p) for p in shard_paths(source.root)]
+    paths = shard_paths(source.root)
+    keyed = [(fingerprint(f"{step}-shard", version, settings, [key]), p) for key, p in zip(content_keys(paths), paths)]
     return cached_map(shard_fn, keyed, f"clean: {step}", storage.join(workdir, step, ".units"), cfg=cfg)
 
 

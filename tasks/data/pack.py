@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from infra import storage
 from infra.code_hash import stage_code
 from infra.ray_map import cluster_cpus, map_with_actors
-from infra.shard_cache import is_complete, link_all
+from infra.shard_cache import content_keys, is_complete, link_all
 from infra.stage import Manifest, fingerprint, rebuilding, run_stage
 from tasks.data.shards import shard_paths
 from tasks.data.tokenize_shard import SPLITS, ShardTokenizer, is_validation  # noqa: F401 - is_validation: sft
@@ -52,8 +52,9 @@ def tokenize_and_pack(deduped: Manifest, tokenizer: Manifest, cfg: PackConfig, w
         unit_cfg = {"val_fraction": cfg.val_fraction, "seq_len": cfg.seq_len}  # what a unit's blocks depend on, besides its bytes
         # keyed by the tokenizer's bytes, not its fingerprint: the same vocabulary trained again reuses the units
         vocabulary = storage.digest(tokenizer.file("tokenizer"))
-        keyed = [(fingerprint("tokenize-shard", CODE, unit_cfg, [vocabulary, storage.digest(p)]), p)
-                 for p in shard_paths(deduped.root)]
+        paths = shard_paths(deduped.root)
+        keyed = [(fingerprint("tokenize-shard", CODE, unit_cfg, [vocabulary, key]), p)
+                 for key, p in zip(content_keys(paths), paths)]
         todo = [(key, path) for key, path in dict(keyed).items() if rebuilding() or not is_complete(cache_dir, key)]
         init = (tokenizer.file("tokenizer"), EOS, cache_dir, cfg.val_fraction, cfg.seq_len)
         if todo:
