@@ -2,6 +2,9 @@
 
 import json
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 
 pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +35,7 @@ def find_one(workdir, pattern):
 
 
 def test_pipeline_runs_and_prints_report_metrics_and_timings(tiny_run, ray_local):
-    workdir, result, _ = tiny_run
+    _, result, _ = tiny_run
     assert result.exit_code == 0, result.output
     assert "report" in result.output and "report.html" in result.output
     for stage in ("ingest", "clean", "dedup", "tokenizer", "pack", "pretrain", "export", "finetune", "sft", "evaluate"):
@@ -121,3 +125,26 @@ def test_unchanged_rerun_is_all_cached(tiny_run, ray_local):
     _, _, rerun = tiny_run
     assert rerun.exit_code == 0, rerun.output
     assert rerun.output.count("cached") >= 10 and " ran " not in rerun.output
+
+
+def test_the_readme_lm_eval_command_reproduces_the_reported_cloze_score(tiny_run, ray_local):
+    workdir, result, _ = tiny_run
+    metrics_path = find_one(workdir, "evaluate/*/metrics.json")
+    metrics = json.loads(metrics_path.read_text())
+    cloze = metrics["lm_eval"]["tasks"]["tokenmill_heldout_cloze"]
+    assert cloze["items"] == metrics["lm_eval"]["cloze_items"] >= 50 and cloze["acc_stderr"] > 0
+    assert metrics["headline"]["heldout_cloze_acc"] == cloze["acc"] and "heldout_cloze_acc" in result.output
+    assert "lm-evaluation-harness" in metrics_path.with_name("report.html").read_text()
+    readme = (REPO / "README.md").read_text().split("### Evaluating the export with lm-evaluation-harness")[1]
+    command = readme.split("```bash\n")[1].split("```")[0]  # the README's command, as a user copies it
+    script = (command.replace("<workdir>", str(workdir)).replace("<evaluate fp>", metrics_path.parent.name)
+              .replace("<export fp>", find_one(workdir, "export/*/config.json").parent.name))
+    assert script.strip() == metrics["lm_eval"]["command"]  # the report gives the same command, filled in
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", HF_HUB_OFFLINE="1",
+               HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    run = subprocess.run(["bash", "-ec", script], check=False, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    # lm_eval prints a table: |tokenmill_heldout_cloze|1|none|0|acc|↑|0.2300|±|0.0423|
+    printed = re.search(r"tokenmill_heldout_cloze\|[^\n]*?\|acc\s*\|[^|]*\|\s*([0-9.]+)\|", run.stdout)
+    assert printed, run.stdout[-3000:]
+    assert float(printed.group(1)) == pytest.approx(cloze["acc"], abs=1e-4)

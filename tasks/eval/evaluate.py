@@ -19,6 +19,13 @@ from tasks.eval.bootstrap import (
     paired_f1_difference,
     resampled_confusions,
 )
+from tasks.eval.harness import (
+    CLOZE_TASK,
+    LmEvalConfig,
+    lm_eval_command,
+    run_lm_eval,
+    write_cloze_task,
+)
 from tasks.eval.language import (
     held_out_documents,
     per_source_figures,
@@ -30,8 +37,8 @@ from tasks.eval.language import (
 # module for EvaluateConfig, and `tokenmill plan` or a cached run must not pay seconds for them
 from tasks.stages import document_stages
 
-CODE = stage_code(__name__, libraries=("torch", "scikit-learn", "tokenizers", "matplotlib"))
-SCHEMA_VERSION = 2
+CODE = stage_code(__name__, libraries=("torch", "scikit-learn", "tokenizers", "matplotlib", "lm_eval", "transformers"))
+SCHEMA_VERSION = 3
 
 
 class EvaluateConfig(BaseModel):
@@ -45,6 +52,8 @@ class EvaluateConfig(BaseModel):
     bootstrap_seed: int = Field(0, description="seed of the resampling: the same seed gives the same intervals")
     max_docs_per_source: int = Field(200, ge=1, description="held-out documents scored per input source")
     max_doc_tokens: int = Field(4096, ge=1, description="tokens of each such document scored (its beginning)")
+    lm_eval: LmEvalConfig | None = Field(None, description="run lm-evaluation-harness on the export: a cloze task "
+                                         "built from held-out documents, and your own local tasks")
 
 
 def classification_metrics(truth: np.ndarray, predicted: np.ndarray, label_names: list[str]) -> dict:
@@ -165,7 +174,8 @@ def classification_section(finetuned: Manifest, cfg: EvaluateConfig) -> dict:
             **with_intervals(truth, {"model": predicted, **base}, label_names, positive, cfg)}
 
 
-def language_sections(manifests: dict[str, Manifest], cfg: EvaluateConfig, folder: Path) -> dict:
+def language_sections(manifests: dict[str, Manifest], cfg: EvaluateConfig, folder: Path,
+                      documents: dict[str, list[str]]) -> dict:
     """The pretrained model on the packed validation blocks, the extra texts and each source's held-out documents."""
     from model.weights import load_gpt
 
@@ -175,7 +185,6 @@ def language_sections(manifests: dict[str, Manifest], cfg: EvaluateConfig, folde
     byte_lengths = token_byte_lengths(tok)
     resampling = (cfg.bootstrap_resamples, cfg.bootstrap_seed)
     val = val_block_figures(model, packed, byte_lengths, cfg.max_val_blocks, *resampling)
-    documents = held_out_documents(manifests["dedup"], packed.lineage["config"]["val_fraction"], cfg.max_docs_per_source)
     sources = per_source_figures(model, tok, byte_lengths, documents, cfg.max_doc_tokens, tok.token_to_id(EOS), *resampling)
     return {
         "pretrain": {**{f"val_{key}": value for key, value in val.items()}, **pretrained.stats,
@@ -196,15 +205,33 @@ def learning_curves(manifests: dict[str, Manifest]) -> dict:
     return curves
 
 
-def compute_metrics(manifests: dict[str, Manifest], cfg: EvaluateConfig, folder: Path) -> dict:
+def lm_eval_section(manifests: dict[str, Manifest], cfg: LmEvalConfig, folder: Path,
+                    documents: dict[str, list[str]], command: str) -> dict:
+    """lm-evaluation-harness on the export: the cloze task over held-out documents, then the user's own tasks."""
+    import torch
+
+    tok = Tokenizer.from_file(str(manifests["tokenizer"].local_file("tokenizer")))
+    window = manifests["pack"].stats["seq_len"]
+    texts = [text for source in sorted(documents) for text in documents[source]]
+    num_items = write_cloze_task(folder / "lm_eval", texts, cfg, lambda text: len(tok.encode(text).ids), window)
+    results = run_lm_eval(manifests["export"].local_root(), folder / "lm_eval", cfg,
+                          "cuda" if torch.cuda.is_available() else "cpu")
+    return {**results, "task_folder": "lm_eval", "cloze_items": num_items, "chance": 1 / cfg.cloze_choices,
+            "held_out_documents": len(texts), "command": command}
+
+
+def compute_metrics(manifests: dict[str, Manifest], cfg: EvaluateConfig, folder: Path, lm_eval_cmd: str) -> dict:
+    documents = held_out_documents(manifests["dedup"], manifests["pack"].lineage["config"]["val_fraction"],
+                                   cfg.max_docs_per_source)
     return {
         "schema_version": SCHEMA_VERSION,
         "bootstrap": {"resamples": cfg.bootstrap_resamples, "seed": cfg.bootstrap_seed, "confidence": CONFIDENCE,
                       "method": "percentile", "classification_unit": "test example, one resample shared by every model",
                       "val_unit": "validation block", "per_source_unit": "document"},
-        **language_sections(manifests, cfg, folder),
+        **language_sections(manifests, cfg, folder, documents),
         "classification": classification_section(manifests["finetune"], cfg),
         "curves": learning_curves(manifests),
+        **({"lm_eval": lm_eval_section(manifests, cfg.lm_eval, folder, documents, lm_eval_cmd)} if cfg.lm_eval else {}),
     }
 
 
@@ -217,7 +244,16 @@ def headline(metrics: dict) -> dict:
             f"{positive}_f1_ci95": cls["model"]["ci95"]["f1"][positive],
             **{f"{positive}_f1_{name}": m["per_class"][positive]["f1"] for name, m in cls["baselines"].items()},
             f"{positive}_f1_minus_bow_logreg": versus_bow["difference"],
-            f"{positive}_f1_minus_bow_logreg_ci95": versus_bow["ci95"], "versus_bow_baseline": versus_bow["verdict"]}
+            f"{positive}_f1_minus_bow_logreg_ci95": versus_bow["ci95"], "versus_bow_baseline": versus_bow["verdict"],
+            **cloze_headline(metrics.get("lm_eval"))}
+
+
+def cloze_headline(lm_eval: dict | None) -> dict:
+    if lm_eval is None:
+        return {}
+    cloze = lm_eval["tasks"][CLOZE_TASK]
+    return {"heldout_cloze_acc": cloze["acc"], "heldout_cloze_acc_ci95": cloze.get("acc_ci95"),
+            "heldout_cloze_chance": lm_eval["chance"]}
 
 
 def evaluate(manifests: dict[str, Manifest], cfg: EvaluateConfig, workdir: str, recipe: dict) -> Manifest:
@@ -230,7 +266,8 @@ def evaluate(manifests: dict[str, Manifest], cfg: EvaluateConfig, workdir: str, 
     def build(folder: Path) -> dict:
         from tasks.eval.report import render_report, save_report_inputs, verdict
 
-        metrics = compute_metrics(manifests, cfg, folder)
+        command = lm_eval_command(workdir, fp, manifests["export"].fingerprint) if "export" in manifests else ""
+        metrics = compute_metrics(manifests, cfg, folder, command)
         metrics["headline"] = headline(metrics)
         metrics["data"] = {name: m.counts | {"rejected_by_reason": m.stats.get("rejected_by_reason", {})}
                            for name, m in manifests.items() if name in document_stages()}

@@ -10,6 +10,7 @@ import yaml
 
 from infra.files import read_jsonl
 from infra.stage import Manifest
+from tasks.eval.harness import CLOZE_TASK
 from tasks.stages import document_stages, stage_names
 
 
@@ -161,6 +162,25 @@ def bootstrap_note(metrics: dict) -> str:
             f"source, the first {per_source['max_tokens_per_document']} tokens of each).")
 
 
+def lm_eval_rows(metrics: dict) -> list[dict]:
+    """Each lm-evaluation-harness task: accuracy (and length-normalised accuracy) with stderr and interval."""
+    lm_eval = metrics.get("lm_eval")
+    if lm_eval is None:
+        return []
+    return [{"task": task, "items": scores["items"], **{k: v for k, v in scores.items() if k != "items"},
+             **({"chance": lm_eval["chance"]} if task == CLOZE_TASK else {})}
+            for task, scores in lm_eval["tasks"].items()]
+
+
+def lm_eval_note(metrics: dict) -> str:
+    lm_eval = metrics["lm_eval"]
+    return (f"lm-evaluation-harness {lm_eval['version']} on the Hugging Face export, zero-shot. tokenmill_heldout_cloze: "
+            f"{lm_eval['cloze_items']} sentences from {lm_eval['held_out_documents']} held-out (validation) documents, "
+            f"the real last word among real-word distractors; stderr as lm-eval reports it, 95 % interval = "
+            f"acc ± 1.96 stderr. The task and per-item log-likelihoods are in `{lm_eval['task_folder']}/`; to score "
+            f"it again outside the pipeline:")
+
+
 def per_class_rows(metrics: dict) -> list[dict]:
     return [{"class": label, **values} for label, values in metrics["classification"]["model"]["per_class"].items()]
 
@@ -231,6 +251,8 @@ def write_report(folder: Path, metrics: dict, manifests: dict[str, Manifest], sa
         "Classification (test split)": html_table(comparison_rows(metrics)) + html_table(paired_rows(metrics))
         + html_table(per_class_rows(metrics)) + f'<img src="{images["confusion"]}" alt="confusion matrix">',
         "Language model (held-out text)": html_table(language_rows(metrics)) + (html_table(extra) if extra else ""),
+        **({"lm-evaluation-harness": html_table(lm_eval_rows(metrics)) + f"<p>{html.escape(lm_eval_note(metrics))}</p>"
+            + f"<pre>{html.escape(metrics['lm_eval']['command'])}</pre>"} if "lm_eval" in metrics else {}),
         "Learning curves": f'<img src="{images["curves"]}" alt="learning curves">'
         + f'<img src="{images["training"]}" alt="learning rate and throughput">',
         "Pretraining": html_table([pretrain]),
@@ -260,16 +282,28 @@ def markdown_report(metrics: dict, manifests: dict[str, Manifest], samples: list
     return (f"# tokenmill report\n\n**{verdict(metrics)}**\n\n{bootstrap_note(metrics)}\n\n"
             f"## Classification (test split)\n\n{md_table(comparison_rows(metrics))}\n{md_table(paired_rows(metrics))}"
             f"\n## Language model (held-out text)\n\n{md_table(language_rows(metrics))}"
-            f"\n## Learning curves\n\n{md_table(curve_rows(metrics['curves']))}"
+            + (f"\n## lm-evaluation-harness\n\n{md_table(lm_eval_rows(metrics))}\n{lm_eval_note(metrics)}\n\n"
+               f"```bash\n{metrics['lm_eval']['command']}\n```\n" if "lm_eval" in metrics else "")
+            + f"\n## Learning curves\n\n{md_table(curve_rows(metrics['curves']))}"
             f"\n## Pretraining\n\n{md_table([{k: v for k, v in metrics['pretrain'].items() if k != 'extra_texts'}])}"
             f"\n## Stages\n\n{md_table(stage_table(manifests))}"
             f"\n## Generation samples\n\n{md_table(samples)}")
 
 
+def cloze_line(metrics: dict) -> str:
+    if "lm_eval" not in metrics:
+        return ""
+    cloze = metrics["lm_eval"]["tasks"][CLOZE_TASK]
+    low, high = cloze.get("acc_ci95") or (float("nan"), float("nan"))
+    return (f"Held-out cloze (lm-evaluation-harness): accuracy **{cloze['acc']:.3f}** [{low:.3f}, {high:.3f}] over "
+            f"{cloze['items']} items, chance {metrics['lm_eval']['chance']:.2f}\n\n")
+
+
 def headline_markdown(metrics: dict, report_path: Path) -> str:
     return (f"# tokenmill run\n\n**{verdict(metrics)}**\n\n{md_table(comparison_rows(metrics))}\n"
             f"Validation perplexity of the pretrained model: **{metrics['pretrain']['val_perplexity']:.2f}**, "
-            f"bits per byte: **{metrics['pretrain']['val_bits_per_byte']:.3f}**\n\n{bootstrap_note(metrics)}\n\n"
+            f"bits per byte: **{metrics['pretrain']['val_bits_per_byte']:.3f}**\n\n{cloze_line(metrics)}"
+            f"{bootstrap_note(metrics)}\n\n"
             f"Full report: `{report_path}`\n")
 
 
