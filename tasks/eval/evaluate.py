@@ -38,7 +38,7 @@ from tasks.eval.language import (
 from tasks.stages import document_stages
 
 CODE = stage_code(__name__, libraries=("torch", "scikit-learn", "tokenizers", "matplotlib", "lm_eval", "transformers"))
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 2
 
 
 class EvaluateConfig(BaseModel):
