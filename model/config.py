@@ -17,6 +17,9 @@ class GPTConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
+    # attend only within a document: a packed block holds several, each closed by EOS (off: as GPT-2, Llama)
+    document_mask: bool = False
+    eos_id: int | None = None  # set from the tokenizer by the pretrain stage
 
     @property
     def head_dim(self) -> int:
@@ -32,6 +35,8 @@ class GPTConfig:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
         if self.head_dim % 2:
             raise ValueError(f"head_dim={self.head_dim} must be even for rotary positions")
+        if self.document_mask and self.eos_id is None:
+            raise ValueError("model.document_mask needs model.eos_id, the token that ends a document")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from model.data import IGNORE_INDEX, TokenArrays, labelled_batch, lm_batch
-from model.gpt import GPT, GPTClassifier
+from model.gpt import GPT, GPTClassifier, KVCache
 
 
 def perplexity(model: GPT, blocks_paths: Path | list[Path], batch_size: int = 16, max_blocks: int | None = None) -> dict:
@@ -66,13 +66,19 @@ def predict(model: GPTClassifier, data_path: Path, batch_size: int = 64) -> tupl
 
 @torch.no_grad()
 def generate(model: GPT, prompt_ids: list[int], max_new_tokens: int, top_p: float | None = None,
-             temperature: float = 1.0, seed: int = 0, stop_id: int | None = None) -> list[int]:
-    """Greedy decoding when top_p is None, nucleus sampling otherwise; stops after stop_id if given."""
+             temperature: float = 1.0, seed: int = 0, stop_id: int | None = None, use_cache: bool = True) -> list[int]:
+    """Greedy decoding when top_p is None, nucleus sampling otherwise; stops after stop_id if given.
+    With the cache each step computes only the new position; once the text outgrows the context, every step
+    computes the last seq_len tokens afresh (a sliding window: cached keys would carry stale positions)."""
     generator = torch.Generator().manual_seed(seed)
-    ids = list(prompt_ids)
+    ids, cache, cached = list(prompt_ids), None, 0
     for _ in range(max_new_tokens):
-        context = torch.tensor([ids[-model.cfg.seq_len :]])
-        logits = model(context)[0, -1].float()
+        if use_cache and len(ids) <= model.cfg.seq_len:
+            cache = cache or KVCache(model.cfg)
+            logits = model(torch.tensor([ids[cached:]]), cache=cache)[0, -1].float()
+            cached = len(ids)
+        else:
+            logits = model(torch.tensor([ids[-model.cfg.seq_len :]]))[0, -1].float()
         ids.append(int(logits.argmax()) if top_p is None else sample_top_p(logits, top_p, temperature, generator))
         if ids[-1] == stop_id:
             break

@@ -1,0 +1,87 @@
+"""LoRA: train a low-rank update B @ A beside each frozen target projection, then fold it into the weight.
+
+Written here rather than taken from peft: peft is built around Hugging Face `PreTrainedModel`s and would bring
+transformers into every training rank, while for a plain module LoRA is the few lines below (Hu et al., 2021:
+A ~ Kaiming-uniform, B = 0, so training starts from the pretrained function; the update is scaled by alpha / r).
+"""
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP = ("gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class LoRAConfig:
+    __pydantic_config__ = {"extra": "forbid"}
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: list(ATTENTION))  # projection names, see ATTENTION and MLP
+
+    def validate(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"lora.rank must be at least 1, got {self.rank}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        unknown = sorted(set(self.targets) - set(ATTENTION + MLP))
+        if unknown or not self.targets:
+            raise ValueError(f"lora.targets {unknown or '[]'}: choose among {list(ATTENTION + MLP)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LoRALinear(nn.Module):
+    """y = base(x) + (alpha / r) * B(A(dropout(x))), the base frozen."""
+
+    def __init__(self, base: nn.Linear, cfg: LoRAConfig):
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        self.scale = cfg.alpha / cfg.rank
+        self.lora_a = nn.Parameter(torch.empty(cfg.rank, base.in_features))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, cfg.rank))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        update = F.linear(F.linear(self.dropout(x), self.lora_a), self.lora_b)  # (..., out) through rank r
+        return self.base(x) + self.scale * update
+
+    def merged(self) -> nn.Linear:
+        """The base projection with the update folded in: W + (alpha / r) B A."""
+        with torch.no_grad():
+            self.base.weight += self.scale * (self.lora_b @ self.lora_a).to(self.base.weight.dtype)
+        return self.base.requires_grad_(True)
+
+
+def add_lora(model: nn.Module, cfg: LoRAConfig, trainable: tuple[str, ...] = ()) -> nn.Module:
+    """Freeze `model` except the parameters named with a prefix in `trainable` (a classifier's new head) and
+    wrap each target projection in LoRALinear, in place."""
+    cfg.validate()
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith(trainable))
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if child_name in cfg.targets and isinstance(child, nn.Linear):
+                setattr(parent, child_name, LoRALinear(child, cfg))
+    return model
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every LoRALinear back into a plain projection, in place: the state dict has the original keys."""
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, LoRALinear):
+                setattr(parent, child_name, child.merged())
+    return model
+
+
+def num_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
