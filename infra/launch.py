@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from infra.lease import FOLDER_ENV as LEASE_FOLDER_ENV
+
 
 def gpu_count() -> int:
     try:
@@ -77,7 +79,7 @@ def deepspeed_command(script: Path, script_args: list[str], num_procs: int, host
     return launcher + placement + ["--master_port", str(free_port()), str(script), *script_args]
 
 
-def launch_env(num_procs: int, use_gpu: bool) -> dict[str, str]:
+def launch_env(num_procs: int, use_gpu: bool, lease_folder: Path | None = None) -> dict[str, str]:
     env = dict(os.environ)
     if not use_gpu:
         env["DS_ACCELERATOR"] = "cpu"
@@ -87,6 +89,8 @@ def launch_env(num_procs: int, use_gpu: bool) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     # the ranks run in their own session; they watch this pid and stop if it is killed
     env["TOKENMILL_OWNER_PID"] = str(os.getpid())
+    if lease_folder is not None:  # the ranks add themselves to the lease this process holds on the folder
+        env[LEASE_FOLDER_ENV] = str(lease_folder)
     return env
 
 

@@ -3,8 +3,9 @@
 DeepSpeed writes the model, optimizer partitions and LR scheduler of a checkpoint tag,
 one file per rank. It keeps no RNG state or data position, and its own `latest` file can
 name a tag some ranks never finished. So: after every rank has written its files and a
-barrier has passed, rank 0 writes `<tag>/complete.json` and then replaces `latest_complete`
-atomically. A tag without `complete.json` is never resumed from.
+barrier has passed, rank 0 writes `<tag>/complete.json` (the step, and the world size and
+global batch the tag was written with) and then replaces `latest_complete` atomically.
+A tag without `complete.json` is never resumed from.
 """
 
 import json
@@ -26,8 +27,8 @@ def tag_for(step: int) -> str:
     return f"step{step:08d}"
 
 
-def mark_complete(folder: Path, tag: str, step: int) -> None:
-    (folder / tag / COMPLETE).write_text(json.dumps({"step": step}))
+def mark_complete(folder: Path, tag: str, step: int, **written_with) -> None:
+    (folder / tag / COMPLETE).write_text(json.dumps({"step": step, **written_with}))
     atomic_write_text(folder / LATEST, tag)  # readers see the old tag or the new, never half
 
 
@@ -48,6 +49,10 @@ def latest_complete(folder: Path) -> str | None:
     return tags[-1] if tags else None
 
 
+def read_complete(folder: Path, tag: str) -> dict:
+    return json.loads((folder / tag / COMPLETE).read_text())
+
+
 def prune(folder: Path, keep: int) -> None:
     """Keep the newest `keep` complete tags; drop older ones and incomplete leftovers older than the newest."""
     tags = complete_tags(folder)
@@ -62,19 +67,23 @@ def prune(folder: Path, keep: int) -> None:
 
 
 def rng_state() -> dict:
+    """Plain lists and numbers (JSON), so the universal checkpoint carries them too."""
     numpy_state = np.random.get_state()
-    return {"python": random.getstate(), "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+    version, internal, gauss = random.getstate()
+    return {"python": [version, list(internal), gauss],
+            "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+            "torch": torch.get_rng_state().tolist(),
+            "cuda": torch.cuda.get_rng_state().tolist() if torch.cuda.is_available() else None}
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
+        torch.cuda.set_rng_state(torch.tensor(state["cuda"], dtype=torch.uint8))
 
 
 def gathered_rng_states() -> list[dict]:

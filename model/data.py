@@ -1,5 +1,6 @@
 """Batches the trainer reads from token files (their format: `infra/token_files.py`): data order and tensors."""
 
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,22 +19,37 @@ def epoch_order(num_rows: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(num_rows)
 
 
-def rank_batches(num_rows: int, batch_size: int, seed: int, rank: int, world: int, skip: int = 0) -> Iterator[np.ndarray]:
-    """Endless batches of row indices for one rank: each epoch split evenly across ranks.
+def rows_at(positions: np.ndarray, num_rows: int, seed: int) -> np.ndarray:
+    """The rows at global sample positions: position s is row `epoch_order(seed, s // num_rows)[s % num_rows]`."""
+    epochs, offsets = np.divmod(positions, num_rows)
+    rows = np.empty_like(positions)
+    for epoch in np.unique(epochs):
+        here = epochs == epoch
+        rows[here] = epoch_order(num_rows, seed, int(epoch))[offsets[here]]
+    return rows
 
-    `skip` batches are passed over without reading anything, so a resumed run continues
-    exactly where the checkpoint left off.
+
+def micro_batches(num_rows: int, seed: int, global_batch: int, micro_batch: int, rank: int, world: int,
+                  first_sample: int = 0) -> Iterator[np.ndarray]:
+    """Endless micro batches of row indices for one rank, `global_batch // (micro_batch * world)` per optimizer step.
+
+    Step k trains on the global samples [k * G, (k + 1) * G), cut into micro batches of consecutive samples; rank r
+    takes micro batches r, r + world, ... of them. The samples of a step and how they are grouped into micro batches
+    do not depend on the world size, only who computes which does: a run resumed on another rank count (from
+    `first_sample`, a multiple of G) averages its gradient over the same micro batches.
     """
-    per_rank = num_rows // world
-    if per_rank < batch_size:
-        raise ValueError(f"{num_rows} rows cannot fill a batch of {batch_size} on each of {world} ranks")
-    per_epoch = per_rank // batch_size
-    epoch, first = divmod(skip, per_epoch)
-    while True:
-        mine = epoch_order(num_rows, seed, epoch)[rank::world][:per_rank]
-        for start in range(first * batch_size, per_epoch * batch_size, batch_size):
-            yield mine[start : start + batch_size]
-        epoch, first = epoch + 1, 0
+    if num_rows < global_batch:
+        raise ValueError(f"{num_rows} rows cannot fill a global batch of {global_batch}")
+    per_step = global_batch // (micro_batch * world)
+    for step_start in itertools.count(first_sample, global_batch):
+        for micro in range(per_step):
+            start = step_start + (micro * world + rank) * micro_batch
+            yield rows_at(np.arange(start, start + micro_batch), num_rows, seed)
+
+
+def rank_batches(num_rows: int, batch_size: int, seed: int, rank: int, world: int, skip: int = 0) -> Iterator[np.ndarray]:
+    """One micro batch per rank and step (no accumulation), after `skip` steps."""
+    return micro_batches(num_rows, seed, batch_size * world, batch_size, rank, world, skip * batch_size * world)
 
 
 def lm_batch(blocks: TokenArrays, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

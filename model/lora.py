@@ -85,3 +85,20 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 def num_trainable(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def merged_state(state: dict[str, torch.Tensor], cfg: LoRAConfig) -> dict[str, torch.Tensor]:
+    """A LoRA model's state dict with every adapter folded into its projection, under the original keys:
+    `x.base.weight`, `x.lora_a`, `x.lora_b` -> `x.weight` (the live model keeps training unchanged)."""
+    scale = cfg.alpha / cfg.rank
+    merged = {}
+    for key, value in state.items():
+        if key.endswith((".lora_a", ".lora_b")):
+            continue
+        if key.endswith(".base.weight"):
+            prefix = key[: -len("base.weight")]
+            update = state[prefix + "lora_b"].float() @ state[prefix + "lora_a"].float()
+            merged[prefix + "weight"] = (value.float() + scale * update).to(value.dtype)
+        else:
+            merged[key] = value
+    return merged

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from model.config import GPTConfig
+from model.lora import LoRAConfig
 
 
 @dataclass
@@ -18,8 +19,10 @@ class TrainConfig:
     __pydantic_config__ = {"extra": "forbid"}
 
     max_steps: int = 100
-    micro_batch_size: int = 8
-    grad_accum_steps: int = 1
+    micro_batch_size: int = 8  # samples per rank per forward/backward
+    # samples per optimizer step over all ranks; each rank accumulates global / (micro * ranks) micro batches, so a
+    # run keeps its batch (and resumes) on any rank count that divides it. Unset: one micro batch per rank.
+    global_batch_size: int | None = None
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 10
@@ -41,6 +44,18 @@ class TrainConfig:
     keep_checkpoints: int = 2
     peak_tflops: float | None = None  # per device, for MFU; looked up for known GPUs when unset
 
+    def resolved_global_batch(self, world: int) -> int:
+        return self.global_batch_size or self.micro_batch_size * world
+
+    def accumulation_steps(self, world: int) -> int:
+        """Micro batches each rank runs per optimizer step; ValueError when the global batch does not split evenly."""
+        global_batch = self.resolved_global_batch(world)
+        if global_batch % (self.micro_batch_size * world):
+            raise ValueError(f"train.global_batch_size={global_batch} is not a multiple of train.micro_batch_size="
+                             f"{self.micro_batch_size} x {world} ranks; choose a global batch that is, or another "
+                             f"micro batch or rank count")
+        return global_batch // (self.micro_batch_size * world)
+
 
 @dataclass
 class TrainSpec:
@@ -56,6 +71,7 @@ class TrainSpec:
     class_weights: list[float] | None = None
     label_names: list[str] = field(default_factory=list)
     checkpoint_dir: str | None = None  # default: <out_dir>/checkpoints
+    lora: LoRAConfig | None = None  # train low-rank adapters on the frozen model instead of every weight
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -67,4 +83,5 @@ class TrainSpec:
         train = raw["train"]
         train["betas"] = tuple(train["betas"])
         raw["train"] = TrainConfig(**train)
+        raw["lora"] = LoRAConfig(**raw["lora"]) if raw.get("lora") else None
         return cls(**raw)

@@ -8,6 +8,7 @@ weights as <out_dir>/model.safetensors.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 if __package__ in (None, ""):  # run as a file by the launcher: make `model` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from infra import lease
 from infra.files import read_jsonl
 from model import checkpoint as ckpt
 from model import engine as ds
@@ -31,12 +33,13 @@ from model.data import (
     TokenArrays,
     labelled_batch,
     lm_batch,
-    rank_batches,
+    micro_batches,
     sft_batch,
 )
 from model.gpt import GPT, GPTClassifier
-from model.spec import TrainSpec
-from model.weights import load_into, save_weights
+from model.lora import add_lora, merged_state
+from model.spec import TrainConfig, TrainSpec
+from model.weights import read_weights, save_weights
 
 EXTRA_COLUMNS = {"lm": (), "classify": ("length", "label"), "sft": ("prompt_length", "length")}
 
@@ -50,13 +53,17 @@ class Objective:
         self.train_rows = TokenArrays(spec.train_data, extra)
         self.val_rows = TokenArrays(spec.val_data, extra)
 
-    def build_model(self) -> torch.nn.Module:
-        backbone = GPT(self.spec.model)
+    def build_model(self, cfg: TrainConfig, world: int) -> torch.nn.Module:
+        """Under ZeRO-3 built already partitioned (see `engine.build`): no rank holds the whole model."""
+        backbone = ds.build(lambda: GPT(self.spec.model), cfg, world)
         if self.spec.init_from:
-            load_into(backbone, Path(self.spec.init_from))
+            ds.load_weights(backbone, read_weights(Path(self.spec.init_from), backbone))
+        model = backbone
         if self.spec.objective == "classify":
-            return GPTClassifier(backbone, self.spec.num_classes)
-        return backbone
+            model = ds.build(lambda: GPTClassifier(backbone, self.spec.num_classes), cfg, world)
+        if self.spec.lora:  # after loading: the adapters start at zero on top of the pretrained weights
+            add_lora(model, self.spec.lora, trainable=("score.",) if self.spec.objective == "classify" else ())
+        return model
 
     def batch(self, rows: TokenArrays, indices: np.ndarray):
         readers = {"lm": lm_batch, "classify": labelled_batch, "sft": sft_batch}
@@ -127,28 +134,39 @@ def seed_everything(seed: int) -> None:
 def train(spec: TrainSpec) -> None:
     rank, world = ds.init_distributed()
     torch.set_num_threads(ds.threads_per_rank())
-    cfg = spec.train
-    seed_everything(cfg.seed)
-    objective = Objective(spec)
-    model = objective.build_model()
-    backbone = model.backbone if isinstance(model, GPTClassifier) else model
-    backbone.activation_checkpointing = cfg.activation_checkpointing
-    engine = ds.initialize(model, cfg)
+    lease_folder = join_lease()
     out_dir = Path(spec.out_dir)
     ckpt_dir = Path(spec.checkpoint_dir) if spec.checkpoint_dir else out_dir / "checkpoints"
+    latest = ckpt.latest_complete(ckpt_dir)
+    written_with = ckpt.read_complete(ckpt_dir, latest) if latest else {}
+    cfg = resolved_config(spec.train, world, written_with)
+    seed_everything(cfg.seed)
+    objective = Objective(spec)
+    model = objective.build_model(cfg, world)
+    held = gathered(ds.held_param_numel(model)[0])  # right after construction: each rank's share under ZeRO-3
+    backbone = model.backbone if isinstance(model, GPTClassifier) else model
+    backbone.activation_checkpointing = cfg.activation_checkpointing
+    engine = ds.initialize(model, cfg, world)
     tracker = BestTracker(cfg.early_stopping_patience)
-    resumed = resume(engine, ckpt_dir, tracker, world)
+    resumed = resume(engine, ckpt_dir, latest, written_with, tracker, cfg, world)
     log = MetricsLog(out_dir / "metrics.jsonl", enabled=rank == 0, keep_until=resumed)
+    log.write(split="model", step=resumed, param_numel=ds.held_param_numel(model)[1], held_param_numel=held,
+              trainable_param_numel=sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad),
+              zero_stage=cfg.zero_stage)
     if resumed:
-        log.write(split="resume", step=resumed)
-    batches = rank_batches(len(objective.train_rows), cfg.micro_batch_size, cfg.seed, rank, world,
-                           skip=resumed * cfg.grad_accum_steps)
+        log.write(split="resume", step=resumed, world_size=world, from_world_size=written_with.get("world_size", world),
+                  global_batch_size=cfg.global_batch_size)
+    accumulation = cfg.accumulation_steps(world)
+    batches = micro_batches(len(objective.train_rows), cfg.seed, cfg.global_batch_size, cfg.micro_batch_size, rank,
+                            world, first_sample=resumed * cfg.global_batch_size)
     throughput = Throughput(backbone, world)
     started, step = time.perf_counter(), resumed
     for step in range(resumed + 1, cfg.max_steps + 1):
         stop_if_orphaned()
+        if rank == 0 and lease_folder:
+            lease.renew(lease_folder)
         step_started, losses, num_tokens = time.perf_counter(), [], 0
-        for _ in range(cfg.grad_accum_steps):
+        for _ in range(accumulation):
             batch = objective.batch(objective.train_rows, next(batches))
             loss, _ = objective.loss(engine, batch)
             engine.backward(loss)
@@ -174,35 +192,71 @@ def train(spec: TrainSpec) -> None:
             write_checkpoint(engine, ckpt_dir, step, tracker, cfg, log)
         if stop:
             break
-    state_numel = [None] * world
-    dist.all_gather_object(state_numel, ds.optimizer_state_numel(engine))
     log.write(split="done", step=step, elapsed_s=time.perf_counter() - started, world_size=world,
-              optimizer_state_numel=state_numel)
+              optimizer_state_numel=gathered(ds.optimizer_state_numel(engine)))
 
 
-def resume(engine, ckpt_dir: Path, tracker: "BestTracker", world: int) -> int:
-    """Load the latest complete checkpoint, if any; returns the step it was taken after (0: fresh start)."""
-    tag = ckpt.latest_complete(ckpt_dir)
+def resolved_config(cfg: TrainConfig, world: int, written_with: dict) -> TrainConfig:
+    """The global batch this run trains with: the spec's, else the checkpoint's (kept on any world size), else one
+    micro batch per rank. ValueError when it cannot be split over this world size, or differs from the checkpoint's."""
+    kept = written_with.get("global_batch_size")
+    global_batch = cfg.global_batch_size or kept or cfg.micro_batch_size * world
+    if kept is not None and kept != global_batch:
+        raise ValueError(f"train.global_batch_size={global_batch}, but the checkpoint to resume was trained with "
+                         f"{kept}: set it back to {kept}, or start over in another checkpoint folder")
+    cfg = dataclasses.replace(cfg, global_batch_size=global_batch)
+    cfg.accumulation_steps(world)  # the ValueError that names the fields, before any model is built
+    return cfg
+
+
+def gathered(value):
+    """`value` from every rank, in rank order."""
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+def join_lease() -> Path | None:
+    """Every rank's host and PID join the lease the launching process took on the training folder (rank 0 writes)."""
+    folder = os.environ.get(lease.FOLDER_ENV)
+    holders = gathered(lease.Holder.this_process(f"rank {dist.get_rank()}"))
+    if folder and dist.get_rank() == 0:
+        lease.add_holders(Path(folder), holders)
+    return Path(folder) if folder else None
+
+
+def resume(engine, ckpt_dir: Path, tag: str | None, written_with: dict, tracker: "BestTracker", cfg: TrainConfig,
+           world: int) -> int:
+    """Load the latest complete checkpoint, if any; returns the step it was taken after (0: fresh start).
+
+    On the world size that wrote it, DeepSpeed's own per-rank files; on any other, the universal copy beside them,
+    resharded over this world size as it loads: no conversion step for the user.
+    """
     if tag is None:
         return 0
-    state = ds.load_checkpoint(engine, ckpt_dir, tag)
-    if state["world_size"] != world:
-        raise RuntimeError(f"{ckpt_dir / tag} was written by {state['world_size']} ranks; resuming needs the same "
-                           f"number (got {world}), or remove {ckpt_dir} to start over")
-    ckpt.set_rng_state(state["rng"][dist.get_rank()])
+    written_by = written_with.get("world_size", world)
+    if written_by == world:
+        state = ds.load_checkpoint(engine, ckpt_dir, tag)
+    else:
+        print(f"[resume] {ckpt_dir / tag} was written by {written_by} ranks; resuming on {world} from its universal "
+              f"copy, global batch {cfg.global_batch_size} kept", flush=True)
+        state = ds.load_universal(engine, ckpt_dir / tag, cfg.global_batch_size, cfg.accumulation_steps(world))
+    rng = state["rng"]
+    ckpt.set_rng_state(rng[dist.get_rank() % len(rng)])  # a new rank takes the state of an old one
     tracker.best, tracker.since_best = state["tracker"]
     return state["step"]
 
 
-def write_checkpoint(engine, ckpt_dir: Path, step: int, tracker: "BestTracker", cfg, log: "MetricsLog") -> None:
+def write_checkpoint(engine, ckpt_dir: Path, step: int, tracker: "BestTracker", cfg: TrainConfig,
+                     log: "MetricsLog") -> None:
     tag = ckpt.tag_for(step)
-    client_state = {"step": step, "world_size": dist.get_world_size(), "seed": cfg.seed,
-                    "micro_batches_per_rank": step * cfg.grad_accum_steps,
+    client_state = {"step": step, "samples": step * cfg.global_batch_size, "seed": cfg.seed,
                     "tracker": (tracker.best, tracker.since_best), "rng": ckpt.gathered_rng_states()}
     ds.save_checkpoint(engine, ckpt_dir, tag, client_state)
     dist.barrier()  # every rank's partition is on disk before the tag is called complete
     if dist.get_rank() == 0:
-        ckpt.mark_complete(ckpt_dir, tag, step)
+        ckpt.mark_complete(ckpt_dir, tag, step, world_size=dist.get_world_size(),
+                           global_batch_size=cfg.global_batch_size, micro_batch_size=cfg.micro_batch_size)
         ckpt.prune(ckpt_dir, cfg.keep_checkpoints)
     log.write(split="checkpoint", step=step, tag=tag)
     dist.barrier()
@@ -257,7 +311,8 @@ class BestTracker:
 def save(engine, spec: TrainSpec, out_dir: Path) -> None:
     state = ds.full_state_dict(engine)
     if state is not None:
-        save_weights(state, out_dir / "model.safetensors", spec.model)
+        # adapters folded in: the saved model has the plain model's keys, for load_gpt, export and evaluation
+        save_weights(merged_state(state, spec.lora) if spec.lora else state, out_dir / "model.safetensors", spec.model)
     dist.barrier()
 
 
@@ -271,7 +326,7 @@ class MetricsLog:
             kept = []
             if keep_until and path.exists():
                 records = read_jsonl(path)
-                kept = [r for r in records if r["step"] <= keep_until and r["split"] not in ("done", "resume")]
+                kept = [r for r in records if r["step"] <= keep_until and r["split"] not in ("done", "resume", "model")]
             path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, **record) -> None:

@@ -20,11 +20,19 @@ def save_weights(state: dict[str, torch.Tensor], path: Path, model_cfg: GPTConfi
     atomic_write_text(path.with_name("model_config.json"), json.dumps(model_cfg.to_dict(), indent=2))
 
 
-def load_into(module: torch.nn.Module, path: Path) -> None:
-    missing, unexpected = module.load_state_dict(load_file(str(path)), strict=False)
-    missing = [k for k in missing if k not in TIED_KEYS]
+def read_weights(path: Path, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors of `path`, checked against the parameter names of `module` (which may be partitioned)."""
+    tensors = load_file(str(path))
+    expected = {name for name, _ in module.named_parameters(remove_duplicate=False)}
+    missing = sorted(expected - set(tensors) - set(TIED_KEYS))
+    unexpected = sorted(set(tensors) - expected)
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return tensors
+
+
+def load_into(module: torch.nn.Module, path: Path) -> None:
+    module.load_state_dict(read_weights(path, module), strict=False)  # a tied lm_head is the embedding already
 
 
 def load_gpt(folder: Path) -> GPT:

@@ -275,7 +275,9 @@ def test_hostfile_example_parses_and_the_recipe_accepts_it(repo_cwd):
 
     hostfile = Path("infra/deepspeed/hostfile.example")
     assert _parse_hostfile(hostfile.read_text().splitlines()) == {"worker-1": 8, "worker-2": 8}
-    cfg = load_config(Path("configs/default.yaml"), [f"pretrain.launch.hostfile={hostfile}"])
+    # 16 slots: the global batch must split over them (a clear config error otherwise)
+    cfg = load_config(Path("configs/default.yaml"), [f"pretrain.launch.hostfile={hostfile}",
+                                                     "pretrain.train.global_batch_size=256"])
     assert cfg.pretrain.launch.hostfile == hostfile
 
 

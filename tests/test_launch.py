@@ -81,7 +81,11 @@ def test_a_missing_hostfile_stops_the_run_where_deepspeed_would_train_on_one_mac
 
 
 def test_run_options_set_the_recipe_values(repo_cwd):
-    cfg = load_config(Path("configs/tiny.yaml"), option_overrides("10.0.0.7:6379", EXAMPLE))
+    with pytest.raises(ConfigError, match=r"global_batch_size=16 is not a multiple of train.micro_batch_size=8 x 16 ranks"):
+        load_config(Path("configs/tiny.yaml"), option_overrides(None, EXAMPLE))  # the hostfile's 16 slots cannot share 16
+    # 16 ranks x 8 = 128 samples a step: the recipe's batch is set for this cluster
+    cfg = load_config(Path("configs/tiny.yaml"),
+                      [*option_overrides("10.0.0.7:6379", EXAMPLE), "pretrain.train.global_batch_size=128"])
     assert cfg.ray.address == "10.0.0.7:6379"  # a string, though YAML could read some host:port forms as numbers
     assert cfg.pretrain.launch.hostfile == EXAMPLE
     assert cfg.finetune.launch.hostfile is None  # --hostfile is for pretraining only
@@ -119,3 +123,23 @@ def test_the_launcher_reads_the_hostfile_from_the_stage_folder(tmp_path, monkeyp
         return
     done = json.loads((tmp_path / "out" / "metrics.jsonl").read_text().splitlines()[-1])
     assert done["split"] == "done" and done["world_size"] == 2
+
+
+def test_the_training_fingerprint_hashes_the_batch_not_the_rank_count(tmp_path):
+    from tasks.train.launch import resume_note, training_fingerprint_config
+    from tasks.train.pretrain import PretrainConfig
+
+    batch = {"micro_batch_size": 8, "global_batch_size": 16}
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("node-a slots=1\nnode-b slots=1\n")
+    fingerprints = [training_fingerprint_config(PretrainConfig(train=batch, launch=launch))
+                    for launch in ({"num_procs": 1}, {"num_procs": 2}, {"hostfile": hostfile})]
+    assert fingerprints[0] == fingerprints[1] == fingerprints[2]  # a run resumes on 1 rank, 2, or two nodes
+    assert "num_procs" not in fingerprints[0] and fingerprints[0]["train"]["global_batch_size"] == 16
+    other = training_fingerprint_config(PretrainConfig(train={**batch, "global_batch_size": 32}))
+    assert other != fingerprints[0]  # the batch is what the run computes with
+    # unset, the global batch is one micro batch per rank: then the ranks do set it
+    assert training_fingerprint_config(PretrainConfig(train={"micro_batch_size": 8}, launch={"num_procs": 4})
+                                       )["train"]["global_batch_size"] == 32
+    record = {"step": 10, "world_size": 1, "from_world_size": 2, "global_batch_size": 16}
+    assert resume_note(record) == "resumed at step 10 (2 -> 1 ranks, global batch 16 kept)"

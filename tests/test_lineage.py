@@ -129,13 +129,16 @@ def test_training_hashes_resolved_settings_not_requests(tmp_path, monkeypatch):
 
     monkeypatch.setattr(launch, "has_gpu", lambda: False)
     on_cpu = training_fingerprint_config(PretrainConfig())
-    assert on_cpu["train"]["precision"] == "fp32" and on_cpu["device"] == "cpu" and on_cpu["num_procs"] == 2
+    assert on_cpu["train"]["precision"] == "fp32" and on_cpu["device"] == "cpu"
+    assert on_cpu["train"]["global_batch_size"] == 16 and "num_procs" not in on_cpu  # the batch, not the ranks
     monkeypatch.setattr(launch, "has_gpu", lambda: True)
     on_gpu = training_fingerprint_config(PretrainConfig())
     assert on_gpu["train"]["precision"] == "bf16" and on_gpu["device"] == "gpu"  # a CPU result is not reused here
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("node-a slots=2\nnode-b slots=2\n")
-    assert training_fingerprint_config(PretrainConfig(launch={"hostfile": hostfile}))["num_procs"] == 4
+    # an unset global batch means one micro batch per rank: then the rank count is what sets it
+    unset = PretrainConfig(train={"micro_batch_size": 8}, launch={"hostfile": hostfile})
+    assert training_fingerprint_config(unset)["train"]["global_batch_size"] == 32
 
 
 def test_evaluate_hashes_the_contents_of_its_extra_texts(tmp_path):

@@ -11,6 +11,7 @@ role per file (`train-00003`), and `packed.roles("train-")` lists a split's role
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+from tokenizers import Tokenizer
 
 from infra import storage
 from infra.code_hash import stage_code
@@ -65,7 +66,9 @@ def tokenize_and_pack(deduped: Manifest, tokenizer: Manifest, cfg: PackConfig, w
             if counts.get(f"{split}_blocks", 0) == 0:
                 raise ValueError(f"pack: the {split} split holds no full block of {cfg.seq_len + 1} tokens in any shard; "
                                  f"lower pack.seq_len, change pack.val_fraction or add documents")
+        eos_id = Tokenizer.from_file(str(tokenizer.local_file("tokenizer"))).token_to_id(EOS)  # for document masks
         return {"counts": counts, "files": block_files(unit_stats),
-                "stats": {"seq_len": cfg.seq_len, "vocab_size": tokenizer.counts["vocab_size"], "num_shards": len(keyed)}}
+                "stats": {"seq_len": cfg.seq_len, "vocab_size": tokenizer.counts["vocab_size"], "eos_id": eos_id,
+                          "num_shards": len(keyed)}}
 
     return run_stage(workdir, "pack", fp, build)

@@ -5,16 +5,23 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import Field
+from pydantic import Field, model_validator
 from tokenizers import Tokenizer
 
 from infra.code_hash import stage_code
 from infra.stage import Manifest, file_digest, fingerprint
 from infra.token_files import TokenRowWriter
+from model.lora import LoRAConfig
 from model.spec import TrainConfig, TrainSpec
 from tasks.data.labelled import LabelledData, read_labelled, stratified_splits
 from tasks.data.tokenizer import PAD
-from tasks.train.launch import LaunchConfig, run_training, training_fingerprint_config
+from tasks.train.launch import (
+    LaunchConfig,
+    lora_fits_the_launch,
+    ranks_share_the_global_batch,
+    run_training,
+    training_fingerprint_config,
+)
 
 CODE = stage_code(__name__, scripts=("model/trainer.py",), libraries=("torch", "deepspeed", "numpy", "tokenizers"))
 SPLITS = ("train", "val", "test")
@@ -23,8 +30,12 @@ SPLITS = ("train", "val", "test")
 class FinetuneConfig(LabelledData):
     max_len: int = Field(64, ge=4, description="tokens per example (truncated or padded)")
     class_weighting: bool = Field(True, description="weight the loss by inverse class frequency")
-    train: TrainConfig = TrainConfig(max_steps=200, micro_batch_size=32, lr=5e-4, warmup_steps=20, eval_every=50)
+    train: TrainConfig = TrainConfig(max_steps=200, micro_batch_size=32, global_batch_size=64, lr=5e-4, warmup_steps=20, eval_every=50)
     launch: LaunchConfig = LaunchConfig()
+    lora: LoRAConfig | None = Field(None, description="train low-rank adapters (rank, alpha, dropout, targets) on the "
+                                    "frozen model instead of every weight; the saved weights have them merged")
+    _ranks_share_the_global_batch = model_validator(mode="after")(ranks_share_the_global_batch)
+    _lora_fits_the_launch = model_validator(mode="after")(lora_fits_the_launch)
 
 
 def encode_padded(tokenizer: Tokenizer, texts: list[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +83,7 @@ def finetune(pretrained: Manifest, tokenizer: Manifest, cfg: FinetuneConfig, wor
         spec = TrainSpec(objective="classify", model=backbone, train=cfg.train, train_data=str(work / "train.arrow"),
                          val_data=str(work / "val.arrow"), out_dir=str(work), init_from=str(pretrained.local_file("weights")),
                          num_classes=len(prepared["label_names"]), class_weights=prepared["class_weights"],
-                         label_names=prepared["label_names"])
+                         label_names=prepared["label_names"], lora=cfg.lora)
         split_files = {f"{s}_{kind}": f"{s}.{kind}" for s in SPLITS for kind in ("arrow", "parquet")}
         return spec, {"counts": prepared["counts"], "files": split_files,
                       "stats": {"label_names": prepared["label_names"], "positive_label": cfg.positive_label}}

@@ -7,17 +7,25 @@ import json
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tokenizers import Tokenizer
 
 from infra.code_hash import stage_code
 from infra.files import iter_jsonl
 from infra.stage import Manifest, file_digest, fingerprint
 from infra.token_files import TokenRowWriter
+from model.lora import LoRAConfig
 from model.spec import TrainConfig, TrainSpec
 from tasks.data.pack import is_validation
 from tasks.data.tokenizer import EOS, PAD
-from tasks.train.launch import LaunchConfig, run_training, training_fingerprint_config
+from tasks.train.launch import (
+    EXPORT_FOLDER,
+    LaunchConfig,
+    lora_fits_the_launch,
+    ranks_share_the_global_batch,
+    run_training,
+    training_fingerprint_config,
+)
 
 CODE = stage_code(__name__, scripts=("model/trainer.py",), libraries=("torch", "deepspeed", "numpy", "tokenizers"))
 
@@ -28,8 +36,12 @@ class SFTConfig(BaseModel):
     prompt_field: str = "prompt"
     response_field: str = "response"
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share of pairs (by hash) held out")
-    train: TrainConfig = TrainConfig(max_steps=100, micro_batch_size=16, lr=5e-4, warmup_steps=10, eval_every=50)
+    train: TrainConfig = TrainConfig(max_steps=100, micro_batch_size=16, global_batch_size=32, lr=5e-4, warmup_steps=10, eval_every=50)
     launch: LaunchConfig = LaunchConfig()
+    lora: LoRAConfig | None = Field(None, description="train low-rank adapters (rank, alpha, dropout, targets) on the "
+                                    "frozen model instead of every weight; the saved weights have them merged")
+    _ranks_share_the_global_batch = model_validator(mode="after")(ranks_share_the_global_batch)
+    _lora_fits_the_launch = model_validator(mode="after")(lora_fits_the_launch)
 
 
 def read_pairs(path: Path, cfg: SFTConfig) -> list[tuple[str, str]]:
@@ -83,7 +95,17 @@ def sft(pretrained: Manifest, tokenizer: Manifest, cfg: SFTConfig, workdir: str)
         backbone = TrainSpec.load(pretrained.local_file("spec")).model
         counts = prepare_pairs(cfg, tokenizer.local_file("tokenizer"), backbone.seq_len + 1, work)
         spec = TrainSpec(objective="sft", model=backbone, train=cfg.train, train_data=str(work / "train.arrow"),
-                         val_data=str(work / "val.arrow"), out_dir=str(work), init_from=str(pretrained.local_file("weights")))
+                         val_data=str(work / "val.arrow"), out_dir=str(work), init_from=str(pretrained.local_file("weights")),
+                         lora=cfg.lora)
         return spec, {"counts": counts, "files": {"val_prompts": "val_prompts.json"}}
 
-    return run_training(workdir, "sft", fp, cfg.launch, prepare)
+    def finish(work: Path) -> dict:
+        """The tuned model as a Hugging Face LlamaForCausalLM, like the pretrained model's export."""
+        from model.hf import export_hf
+        from model.weights import load_gpt
+
+        tok = Tokenizer.from_file(str(tokenizer.local_file("tokenizer")))
+        export_hf(load_gpt(work), tokenizer.local_root(), work / EXPORT_FOLDER, tok.token_to_id(EOS), tok.token_to_id(PAD))
+        return {"hf_config": f"{EXPORT_FOLDER}/config.json", "hf_weights": f"{EXPORT_FOLDER}/model.safetensors"}
+
+    return run_training(workdir, "sft", fp, cfg.launch, prepare, finish)

@@ -80,3 +80,16 @@ def test_past_the_context_the_cache_gives_way_to_a_sliding_window():
     model = GPT(DEBUG).eval()
     prompt = list(range(1, 20))
     assert generate(model, prompt, 30) == generate(model, prompt, 30, use_cache=False)  # 19 + 30 > seq_len 32
+
+
+def test_weight_decay_skips_embeddings_norms_and_biases():
+    from model.engine import param_groups
+    from model.gpt import GPTClassifier
+
+    model = GPTClassifier(GPT(DEBUG), 2)  # the head has a bias
+    decayed, plain = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert {names[id(p)] for p in plain["params"]} == {n for n in names.values() if "norm" in n} | {
+        "backbone.embed_tokens.weight", "score.bias"}  # the tied lm_head is the embedding: not decayed either
+    assert all(n.endswith("_proj.weight") or n == "score.weight" for n in (names[id(p)] for p in decayed["params"]))
