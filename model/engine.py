@@ -4,8 +4,7 @@ that any world size can read, weight gathering."""
 import json
 import math
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import deepspeed
@@ -69,40 +68,8 @@ def build(factory: Callable[[], torch.nn.Module], cfg: TrainConfig, world: int) 
     as soon as that module is built, so no rank ever holds the whole model."""
     if cfg.zero_stage != 3:
         return factory()
-    with deepspeed.zero.Init(config_dict_or_path=deepspeed_config(cfg, world)), inits_see_whole_parameters():
+    with deepspeed.zero.Init(config_dict_or_path=deepspeed_config(cfg, world)):
         return factory()
-
-
-# the torch.nn.init functions a model may call on a submodule's weight after that submodule exists
-INIT_FUNCTIONS = ("normal_", "trunc_normal_", "uniform_", "zeros_", "ones_", "constant_", "xavier_uniform_",
-                  "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_")
-
-
-@contextmanager
-def inits_see_whole_parameters() -> Iterator[None]:
-    """A module that initialises a child's weight in its own constructor (GPT: `normal_init(self.o_proj, std)`)
-    would find it partitioned already, an empty placeholder, and draw nothing. While this is active, an init on a
-    partitioned parameter runs on the gathered whole of it: every rank draws (their RNGs stay alike), rank 0's
-    values are kept, and the weights are those of an unpartitioned build. (zero.Init does the same for
-    `Module.apply`, not for direct calls.)"""
-    originals = {name: getattr(torch.nn.init, name) for name in INIT_FUNCTIONS}
-
-    def on_whole(init: Callable) -> Callable:
-        def init_whole(tensor: torch.Tensor, *args, **kwargs):
-            if not hasattr(tensor, "ds_id"):
-                return init(tensor, *args, **kwargs)
-            with GatheredParameters([tensor], modifier_rank=0):
-                return init(tensor, *args, **kwargs)
-
-        return init_whole
-
-    for name, init in originals.items():
-        setattr(torch.nn.init, name, on_whole(init))
-    try:
-        yield
-    finally:
-        for name, init in originals.items():
-            setattr(torch.nn.init, name, init)
 
 
 def load_weights(module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:

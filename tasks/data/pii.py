@@ -3,6 +3,11 @@
 The patterns lean towards precision: a year, a price, a version number or a date must
 never turn into a placeholder, so a phone number needs a shape that only phone numbers
 have (a leading +country code, or the North American 3-3-4 digits with separators).
+
+Addresses that point at no one stay by default, as datatrove keeps them: loopback, private,
+link-local, shared and documentation-range IPs (127.0.0.1, 10.0.0.1, 192.0.2.7, 2001:db8::1)
+and mail at the reserved example domains (RFC 2606, 6761). A software manual is full of them,
+and a placeholder there teaches a model nothing but the placeholder.
 """
 
 import ipaddress
@@ -19,6 +24,10 @@ class PiiConfig(BaseModel):
     email: bool = Field(True, description="replace e-mail addresses")
     ip: bool = Field(True, description="replace IPv4 and IPv6 addresses")
     phone: bool = Field(True, description="replace phone numbers (+country code, or North American 3-3-4)")
+    keep_non_public_ips: bool = Field(True, description="keep loopback, private, link-local, shared and "
+                                                        "documentation-range addresses (not globally reachable)")
+    keep_example_domains: bool = Field(True, description="keep e-mail at example.com/.net/.org and the reserved "
+                                                         "TLDs .example, .test, .invalid, .localhost")
     email_placeholder: str = "<EMAIL>"
     ip_placeholder: str = "<IP>"
     phone_placeholder: str = "<PHONE>"
@@ -43,21 +52,35 @@ _PHONE = re.compile(
 _VERSION_WORDS = re.compile(r"\b(?:version|release|section|build|ver|rev)\.?\s*$", re.IGNORECASE)
 
 
-def _is_ipv4(match: re.Match) -> bool:
-    return not _VERSION_WORDS.search(match.string, max(0, match.start() - 12), match.start())
+_EXAMPLE_DOMAIN = re.compile(r"@(?:[^@]*\.)?(?:example\.(?:com|net|org)|[^@.]+\.(?:example|test|invalid|localhost))$",
+                             re.IGNORECASE)
 
 
-def _is_ipv6(match: re.Match) -> bool:
+def _is_email(match: re.Match, cfg: "PiiConfig") -> bool:
+    return not (cfg.keep_example_domains and _EXAMPLE_DOMAIN.search(match.group()))
+
+
+def _is_public(address: str, cfg: "PiiConfig") -> bool:
+    return not cfg.keep_non_public_ips or ipaddress.ip_address(address).is_global
+
+
+def _is_ipv4(match: re.Match, cfg: "PiiConfig") -> bool:
+    if _VERSION_WORDS.search(match.string, max(0, match.start() - 12), match.start()):
+        return False
+    return _is_public(match.group(), cfg)
+
+
+def _is_ipv6(match: re.Match, cfg: "PiiConfig") -> bool:
     try:
         ipaddress.IPv6Address(match.group())
     except ValueError:
         return False
     # "::2" is a Python slice and "a::b" a stray pair of words: ask for two groups, one of them long
     groups = [group for group in match.group().split(":") if group]
-    return len(groups) >= 2 and max(map(len, groups)) >= 3
+    return len(groups) >= 2 and max(map(len, groups)) >= 3 and _is_public(match.group(), cfg)
 
 
-def _is_phone(match: re.Match) -> bool:
+def _is_phone(match: re.Match, cfg: "PiiConfig") -> bool:
     return 7 <= sum(ch.isdigit() for ch in match.group()) <= 15  # E.164 allows at most 15 digits
 
 
@@ -65,18 +88,19 @@ def _is_phone(match: re.Match) -> bool:
 # patterns would half-take. A hint is a cheap necessary condition: it opens with a literal, which
 # the regex engine finds at C speed, and most documents hold no address, so the full patterns
 # (whose leading lookbehinds make a slow scan) rarely run.
-_STEPS = [("email", re.compile("@"), _EMAIL, lambda match: True),
+_STEPS = [("email", re.compile("@"), _EMAIL, _is_email),
           ("ip", re.compile(r"\.\d{1,3}\.\d{1,3}\."), _IPV4, _is_ipv4),
           ("ip", re.compile(r":[0-9A-Fa-f]{0,4}:"), _IPV6, _is_ipv6),
           ("phone", None, _PHONE, _is_phone)]
 
 
-def _replace(text: str, pattern: re.Pattern, placeholder: str, accept: Callable[[re.Match], bool]) -> tuple[str, int]:
+def _replace(text: str, pattern: re.Pattern, placeholder: str, accept: Callable[[re.Match, PiiConfig], bool],
+             cfg: PiiConfig) -> tuple[str, int]:
     count = 0
 
     def substitute(match: re.Match) -> str:
         nonlocal count
-        if not accept(match):
+        if not accept(match, cfg):
             return match.group()
         count += 1
         return placeholder
@@ -89,6 +113,6 @@ def scrub_pii(text: str, cfg: PiiConfig) -> tuple[str, dict[str, int]]:
     counts = dict.fromkeys((f"pii_{kind}" for kind in PII_KINDS), 0)
     for kind, hint, pattern, accept in _STEPS:
         if getattr(cfg, kind) and (hint is None or hint.search(text)):
-            text, count = _replace(text, pattern, getattr(cfg, f"{kind}_placeholder"), accept)
+            text, count = _replace(text, pattern, getattr(cfg, f"{kind}_placeholder"), accept, cfg)
             counts[f"pii_{kind}"] += count
     return text, counts

@@ -11,33 +11,68 @@ implements the papers: Gopher, Rae et al. 2021, appendix A1 and table A1
 and tensorflow_datasets' c4_utils.py (c4_filters.py); FineWeb, Penedo et al. 2024 section 3
 (fineweb_quality_filter.py). Where this module departs from datatrove a comment says why.
 Words are whitespace tokens with punctuation trimmed from their ends, where datatrove uses
-NLTK's tokenizer (which needs a download we may not make at run time).
+NLTK's tokenizer (which needs a download we may not make at run time). Scripts written without
+spaces (Han, kana, Thai, Lao, Khmer, Myanmar) have no whitespace words: there each character (with
+its combining marks) is a token, so word n-grams become character n-grams, and the thresholds that
+count words take per-language values (LANGUAGE_DEFAULTS, `clean.per_language`). A dictionary
+segmenter (jieba, MeCab, pythainlp) would need data per language and cost far more a document.
 """
 
 import operator
 import re
 import string
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})  # Gopher's list
-# datatrove's ASCII set plus the typographic closing quotes that ftfy (conservatively) leaves in place
-TERMINAL_PUNCT = (".", "!", "?", '"', "'", "”", "’", "»")
+STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")  # Gopher's list
+# datatrove's ASCII set plus the typographic closing quotes that ftfy (conservatively) leaves in place, and the
+# full stops of other scripts: CJK (。！？ and closing brackets), Arabic (؟ ۔), Devanagari (। ॥)
+CJK_TERMINAL_PUNCT = ("。", "！", "？", "｡", "」", "』", "）")
+TERMINAL_PUNCT = (".", "!", "?", '"', "'", "”", "’", "»", *CJK_TERMINAL_PUNCT, "؟", "۔", "।", "॥")
 ELLIPSES = ("...", "…")
 BULLETS = ("•", "-", "*", "‣", "◦", "▪")
 POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 TOP_NGRAM_SIZES = (2, 3, 4)
 DUP_NGRAM_SIZES = (5, 6, 7, 8, 9, 10)
-_EDGE_PUNCT = string.punctuation + "“”‘’«»—–…¿¡·•"
+_EDGE_PUNCT = string.punctuation + "“”‘’«»—–…¿¡·•、。，．！？：；「」『』（）【】〈〉《》・〜ー؟،؛।॥"
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 # a whitespace token holding a letter (\w that is neither a digit nor "_"), found at C speed
 _WORD_WITH_LETTER = re.compile(r"(?<!\S)\S*?[^\W\d_]\S*")
 # Sentence ends inside a line; an approximation of NLTK's punkt, which C4 used (it over-counts "Mr.").
-_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’»)\]]*(?=\s|$)")
+# A CJK full stop needs no space after it: those scripts put none.
+_SENTENCE_END = re.compile(r"[.!?…؟।]+[\"'”’»)\]]*(?=\s|$)|[。！？｡]+[」』）]*")
+
+
+def _script_class(*blocks: tuple[int, int]) -> tuple[str, str]:
+    """Regex classes of the base characters and of the combining marks in these Unicode blocks, as ranges:
+    a class listing 90,000 characters one by one is scanned one by one."""
+    def ranges(keep) -> str:
+        codes = [code for start, end in blocks for code in range(start, end + 1) if keep(unicodedata.category(chr(code)))]
+        runs, first = [], None
+        for previous, code in zip([None, *codes], codes):
+            if previous is None or code != previous + 1:
+                if first is not None:
+                    runs.append((first, previous))
+                first = code
+        runs += [(first, codes[-1])] if codes else []
+        return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in runs)
+
+    return f"[{ranges(lambda cat: cat[0] in 'LN')}]", f"[{ranges(lambda cat: cat[0] == 'M')}]*"
+
+
+# Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, kana, CJK ideographs, halfwidth kana.
+_UNSPACED_BASE, _UNSPACED_MARKS = _script_class(
+    (0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF),
+    (0xF900, 0xFAFF), (0xFF66, 0xFF9F), (0x20000, 0x2FA1F))
+_UNSPACED = re.compile(_UNSPACED_BASE)
+# one character of an unspaced script with its marks, or a run of anything else but space
+_TOKEN = re.compile(rf"{_UNSPACED_BASE}{_UNSPACED_MARKS}|(?:(?!{_UNSPACED_BASE})\S)+")
+_LETTER = re.compile(r"[^\W\d_]")
 
 
 # --- how a text splits; cached because every signal group reads the same split of one document ---
@@ -49,9 +84,14 @@ def content_lines(text: str) -> tuple[str, ...]:
     return tuple(stripped for line in text.split("\n") if (stripped := line.strip()))
 
 
+def split_tokens(text: str) -> list[str]:
+    """Whitespace tokens; in scripts written without spaces, each character (with its marks) is a token."""
+    return text.split() if text.isascii() or not _UNSPACED.search(text) else _TOKEN.findall(text)
+
+
 @lru_cache(maxsize=4)
 def tokens(text: str) -> tuple[str, ...]:
-    return tuple(text.split())
+    return tuple(split_tokens(text))
 
 
 @lru_cache(maxsize=4)
@@ -79,7 +119,28 @@ def _duplicates(items: Iterable[str]) -> tuple[int, int]:
 
 # --- Gopher quality (Rae et al. 2021, A1.1) ---
 
-def gopher_quality_signals(text: str) -> dict[str, float]:
+def _alpha_words_ratio(text: str, all_tokens: tuple[str, ...]) -> float:
+    if not all_tokens:
+        return 0.0
+    if not text.isascii() and _UNSPACED.search(text):
+        return sum(1 for token in all_tokens if _LETTER.search(token)) / len(all_tokens)
+    return len(_WORD_WITH_LETTER.findall(text)) / len(all_tokens)  # the same count for whitespace tokens, at C speed
+
+
+@lru_cache(maxsize=64)
+def _stop_word_kinds(stop_words: tuple[str, ...]) -> tuple[frozenset[str], tuple[str, ...]]:
+    """(words, substrings): a stop word written in a script without spaces (の, ที่) is no token of its own."""
+    unspaced = tuple(word for word in stop_words if _UNSPACED.search(word))
+    return frozenset(word.lower() for word in stop_words if word not in unspaced), unspaced
+
+
+def count_stop_words(text: str, all_words: tuple[str, ...], stop_words: Iterable[str]) -> int:
+    spaced, unspaced = _stop_word_kinds(tuple(stop_words))
+    count = sum(map(spaced.__contains__, map(str.lower, all_words))) if spaced else 0
+    return count + sum(map(text.count, unspaced))
+
+
+def gopher_quality_signals(text: str, stop_words: Iterable[str] = STOP_WORDS) -> dict[str, float]:
     all_tokens, all_words, lines = tokens(text), words(text), content_lines(text)
     num_words = len(all_words)
     per_word = max(num_words, 1)
@@ -91,8 +152,8 @@ def gopher_quality_signals(text: str) -> dict[str, float]:
         "gopher_bullet_lines_ratio": _share(lines, lambda line: line.startswith(BULLETS)),
         "gopher_ellipsis_lines_ratio": _share(lines, lambda line: line.endswith(ELLIPSES)),
         # Gopher: "80% of words contain at least one alphabetic character"; a lone "—" or "&" is a word without one
-        "gopher_alpha_words_ratio": len(_WORD_WITH_LETTER.findall(text)) / len(all_tokens) if all_tokens else 0.0,
-        "gopher_stop_words": sum(map(STOP_WORDS.__contains__, map(str.lower, all_words))),
+        "gopher_alpha_words_ratio": _alpha_words_ratio(text, all_tokens),
+        "gopher_stop_words": count_stop_words(text, all_words, stop_words),
     }
 
 
@@ -205,7 +266,7 @@ DOCUMENT_FATES = ("lorem_ipsum", "curly_bracket")
 
 def c4_line_fate(line: str, cfg: C4Config) -> str:
     """'keep', or why C4 drops this (stripped) line; checks run in TFDS's order."""
-    line_words = line.split()
+    line_words = split_tokens(line)
     if max(map(len, line_words), default=0) > cfg.max_word_length:
         return "too_long_word"
     if cfg.drop_unpunctuated_lines and (not line.endswith(TERMINAL_PUNCT) or line.endswith(ELLIPSES)):
@@ -286,7 +347,9 @@ class GopherQualityConfig(BaseModel):
     max_bullet_lines_ratio: float = Field(0.9, ge=0, le=1)
     max_ellipsis_lines_ratio: float = Field(0.3, ge=0, le=1)
     min_alpha_words_ratio: float = Field(0.8, ge=0, le=1, description="share of words with a letter")
-    min_stop_words: int = Field(2, ge=0, description=f"occurrences of {sorted(STOP_WORDS)}")
+    min_stop_words: int = Field(2, ge=0, description="occurrences of `stop_words`; the rule is off without a list")
+    stop_words: list[str] = Field([], description="the language's stop words (per_language sets them; English: "
+                                  f"Gopher's {list(STOP_WORDS)})")
 
 
 class GopherRepetitionConfig(BaseModel):
@@ -351,6 +414,7 @@ def _line_punct_ratio(row: Mapping[str, Any], cfg: FineWebConfig) -> str | None:
 
 
 _LINE_PUNCT_AT_MOST = at_most("fineweb_line_punct_ratio", "min_line_punct_ratio")
+_STOP_WORDS_BELOW = below("gopher_stop_words", "min_stop_words")
 
 # Group order follows FineWeb's pipeline (repetition, quality, C4, FineWeb); within a group, the paper's.
 QUALITY_RULES: dict[str, dict[str, Check]] = {
@@ -372,7 +436,7 @@ QUALITY_RULES: dict[str, dict[str, Check]] = {
         "bullet_lines": above("gopher_bullet_lines_ratio", "max_bullet_lines_ratio"),
         "ellipsis_lines": above("gopher_ellipsis_lines_ratio", "max_ellipsis_lines_ratio"),
         "alpha_words": below("gopher_alpha_words_ratio", "min_alpha_words_ratio"),
-        "stop_words": below("gopher_stop_words", "min_stop_words"),
+        "stop_words": lambda row, cfg: _STOP_WORDS_BELOW(row, cfg) if cfg.stop_words else None,
     },
     "c4": {
         "lorem_ipsum": present("c4_lorem_ipsum", "reject_lorem_ipsum"),
@@ -403,12 +467,109 @@ def first_quality_failure(row: Mapping[str, Any], configs: Mapping[str, BaseMode
     return None
 
 
-def quality_signals(text: str, c4: C4Config, short_line_chars: int) -> dict[str, float]:
+def quality_signals(text: str, c4: C4Config, short_line_chars: int,
+                    stop_words: Iterable[str] = STOP_WORDS) -> dict[str, float]:
     """Every quality signal of one document, in one pass over its shared split."""
-    return {**gopher_repetition_signals(text), **gopher_quality_signals(text), **c4_signals(text, c4),
+    return {**gopher_repetition_signals(text), **gopher_quality_signals(text, stop_words), **c4_signals(text, c4),
             **fineweb_signals(text, short_line_chars)}
 
 
 # Every quality signal column and its type: the clean shards' schema is built from this.
 QUALITY_SIGNALS: dict[str, type] = {name: int if name in _COUNT_SIGNALS else float
                                     for name in quality_signals("", C4Config(), 30)}
+
+
+
+# --- per-language thresholds and stop words ---
+
+QUALITY_CONFIGS: dict[str, type[BaseModel]] = {"gopher_repetition": GopherRepetitionConfig,
+                                                "gopher_quality": GopherQualityConfig, "c4": C4Config,
+                                                "fineweb": FineWebConfig}
+
+
+def _stop(words_: str) -> dict[str, Any]:
+    return {"stop_words": words_.split()}
+
+
+# Ten or so of each language's most frequent function words (from its frequency lists: articles, particles,
+# conjunctions, prepositions), so that two of them mean running prose, as Gopher's eight do for English.
+_SPACED_STOP_WORDS = {
+    "en": " ".join(STOP_WORDS),
+    "de": "der die und in den von zu das mit sich des auf ist nicht", "fr": "le la de et les des un une est que en du",
+    "es": "de la que el en y los se del las un por con", "pt": "de o que e do da em um para com não uma os",
+    "it": "di il la che in un per è non una del con", "nl": "de het een en van in is dat op te zijn met voor",
+    "ru": "и в не на что с по как это к но из", "uk": "і в у на що не з та до як це й",
+    "pl": "i w z na się nie do to że jest o jak", "cs": "a v se na je že s z do to o k",
+    "sv": "och i att det som en på är av för med till", "fi": "ja on ei se että oli hän kun mutta ovat",
+    "hu": "a az és hogy nem is egy meg van csak", "ro": "și în de la a cu pe că nu este un o",
+    "tr": "ve bir bu da de için ile olarak daha çok", "vi": "và của là có được cho các những trong không một",
+    "id": "yang dan di ke dari ini itu untuk dengan tidak akan", "ar": "في من على إلى أن عن مع هذا التي الذي ما لا",
+    "fa": "و در به از که این را با است می برای", "hi": "के का की है में और को से पर कि हैं यह",
+    "he": "של את על עם לא הוא היא זה גם כי אם", "el": "και το να του της τα η ο με σε για που",
+    "ko": "수 것 및 그 이 더 또 등 있는 있습니다 합니다 하는", "bn": "ও এবং এই যে না করে হয় থেকে জন্য একটি",
+}
+# CJK and Thai tokens are characters, so a text of N characters has about N "words": Gopher's 50 words of
+# English (~300 characters) are ~80 characters of Chinese or Japanese; a line of 12 such characters is as short
+# as one of 30 Latin letters; a token is one character long, two on average with the Latin words inside.
+_CHARACTER_TOKENS = {"gopher_quality": {"min_words": 80, "max_words": 300_000, "min_mean_word_length": 1},
+                     "fineweb": {"short_line_chars": 12}}
+LANGUAGE_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    **{lang: {"gopher_quality": _stop(stop_words)} for lang, stop_words in _SPACED_STOP_WORDS.items()},
+    # a Vietnamese word is a syllable: 3.4 letters on average, where Gopher's minimum of 3 is English's
+    "vi": {"gopher_quality": _stop(_SPACED_STOP_WORDS["vi"]) | {"min_mean_word_length": 2}},
+    # Korean words (eojeol) are syllable blocks, about three to a word: Gopher's minimum of 3 is English's
+    "ko": {"gopher_quality": _stop(_SPACED_STOP_WORDS["ko"]) | {"min_mean_word_length": 1.5},
+           "fineweb": {"short_line_chars": 15}},
+    "ja": {"gopher_quality": _CHARACTER_TOKENS["gopher_quality"] | _stop("の に は を が で と も から ます です"),
+           "fineweb": _CHARACTER_TOKENS["fineweb"]},
+    "zh": {"gopher_quality": _CHARACTER_TOKENS["gopher_quality"] | _stop("的 了 是 在 和 有 我 这 不 也 就 都"),
+           "fineweb": _CHARACTER_TOKENS["fineweb"]},
+    # Thai ends sentences with a space, not a mark: no line is "punctuated", so those rules stay off
+    "th": {"gopher_quality": _CHARACTER_TOKENS["gopher_quality"] | _stop("ที่ และ ของ ใน เป็น ได้ ไม่ ให้ การ มี"),
+           "fineweb": _CHARACTER_TOKENS["fineweb"] | {"line_punct_exclude_zero": True},
+           "c4": {"drop_unpunctuated_lines": False, "min_sentences": 1}},
+}
+
+
+class LanguageRules(BaseModel):
+    """One language's departures from the top-level groups: only the fields it changes, group by group."""
+    model_config = ConfigDict(extra="forbid")
+    gopher_repetition: dict[str, Any] = {}
+    gopher_quality: dict[str, Any] = {}
+    c4: dict[str, Any] = {}
+    fineweb: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _known_fields(self):
+        for group, model in QUALITY_CONFIGS.items():
+            if unknown := sorted(set(getattr(self, group)) - set(model.model_fields)):
+                raise ValueError(f"{group}: unknown field(s) {unknown} (known: {sorted(model.model_fields)})")
+        return self
+
+
+def with_language_defaults(given: Mapping[str, Any]) -> dict[str, Any]:
+    """LANGUAGE_DEFAULTS with the user's entries laid over them field by field (a group's other fields stay)."""
+    merged = {lang: {group: dict(fields) for group, fields in groups.items()} for lang, groups in LANGUAGE_DEFAULTS.items()}
+    for lang, rules in given.items():
+        rules = rules.model_dump() if isinstance(rules, LanguageRules) else rules
+        if not isinstance(rules, Mapping):
+            return dict(given)  # not a mapping: let pydantic name the problem
+        language = merged.setdefault(lang.lower(), {})
+        for group, fields in rules.items():
+            language.setdefault(group, {}).update(fields or {})
+    return merged
+
+
+def resolve_groups(groups: Mapping[str, BaseModel], rules: LanguageRules | None) -> dict[str, BaseModel]:
+    """The group configs for one language: the top-level ones with the language's fields changed, validated."""
+    if rules is None:
+        return dict(groups)
+    resolved = {}
+    for name, cfg in groups.items():
+        changes = getattr(rules, name)
+        try:
+            resolved[name] = type(cfg).model_validate(cfg.model_dump() | changes) if changes else cfg
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            raise ValueError(f"{name}: {problems}") from None
+    return resolved

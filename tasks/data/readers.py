@@ -32,14 +32,18 @@ from charset_normalizer import from_bytes
 from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.html import HTMLTree
 
-# How a file is read, by the suffix of its name. Suffix-less files (and hash-like suffixes:
-# SpamAssassin names mails `00001.7c53336b...`) are read as .txt is: sniffed for mail.
-KINDS = {".txt": "text_or_mail", ".md": "text", ".rst": "text", ".eml": "mail", ".html": "html", ".htm": "html",
-         ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+# How a file is read, by the suffix of its name. Any other suffix, or none (`TUTORIAL.ja`, `README`, and the
+# hash-like suffixes of SpamAssassin's `00001.7c53336b...`), is sniffed from the content: binary, mail, HTML or text.
+KINDS = {".txt": "text_or_mail", ".md": "text", ".rst": "text", ".eml": "mail", ".mbox": "mbox", ".html": "html",
+         ".htm": "html", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+SNIFFED = "sniff"
+# Suffixes that name binary formats: not sniffed, so that naming one as an input fails at once (as before).
+BINARY_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".ico", ".pdf", ".zip", ".tar",
+                   ".7z", ".rar", ".exe", ".dll", ".so", ".o", ".a", ".class", ".jar", ".pyc", ".whl", ".mp3", ".mp4",
+                   ".wav", ".avi", ".mov", ".doc", ".docx", ".xls", ".xlsx", ".ppt", ".pptx", ".db", ".sqlite"}
 STREAMED = {"jsonl", "csv", "tsv"}  # read line by line, optionally compressed: never held whole
 # One table for ingest, fine-tuning and decontamination: a suffix here is read by all three.
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bzip2", ".xz": "xz"}
-_NO_REAL_SUFFIX = re.compile(r"(\.[0-9a-f]{8,}|\.[0-9]+)?")
 SNIFF_BYTES = 8192
 
 # Signatures of files that are certainly not text, with what to call them in a rejection.
@@ -49,7 +53,14 @@ MAGIC = {b"%PDF-": "PDF document", b"\x89PNG\r\n\x1a\n": "PNG image", b"\xff\xd8
          b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1": "OLE document (doc/xls/msg)", b"PAR1": "Parquet file",
          b"RIFF": "RIFF media (wav/avi/webp)", b"II*\x00": "TIFF image", b"MM\x00*": "TIFF image"}
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # UTF-16 text is half NUL bytes: not binary
+# Byte-order marks, longest first: UTF-32-LE's starts with UTF-16-LE's.
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+         (codecs.BOM_UTF16_BE, "utf-16"), (codecs.BOM_UTF8, "utf-8-sig"))
 _TEXT_CONTROLS = set(b"\t\n\r\f\v\b\x1b")  # ESC: ISO-2022 encodings switch character sets with it
+_SHIFT_CONTROLS = set(b"\x0e\x0f")  # SO/SI: ISO-2022-KR and -CN shift in and out of the designated set
+# ISO-2022 designations of a double-byte set, and the codec that reads them
+_ISO2022 = ((b"\x1b$)C", "iso2022_kr"), (b"\x1b$)A", "iso2022_cn"), (b"\x1b$B", "iso2022_jp_2"),
+            (b"\x1b$@", "iso2022_jp_2"), (b"\x1b$(D", "iso2022_jp_2"), (b"\x1b$A", "iso2022_jp_2"))
 
 # Header names that make a header block a mail rather than, say, "Title: ..." front matter.
 MAIL_HEADERS = {"return-path", "received", "delivered-to", "delivery-date", "message-id", "from", "to", "cc",
@@ -136,14 +147,13 @@ def compression_of(name: str) -> str | None:
 
 
 def file_kind(name: str) -> str:
-    """How a file is read, from its name; "unknown" when no reader takes it."""
+    """How a file is read, from its name: a value of KINDS, SNIFFED (from its content), or "unknown" (a binary
+    format's suffix, or a compressed file that is not JSONL, CSV or TSV)."""
     stem, suffix = posixpath.splitext(name.lower())
     if suffix in COMPRESSIONS:
         kind = KINDS.get(posixpath.splitext(stem)[1])
         return kind if kind in STREAMED else "unknown"
-    if suffix in KINDS:
-        return KINDS[suffix]
-    return "text_or_mail" if _NO_REAL_SUFFIX.fullmatch(suffix) else "unknown"
+    return KINDS.get(suffix, "unknown" if suffix in BINARY_SUFFIXES else SNIFFED)
 
 
 # ---- bytes -> text -------------------------------------------------------------------------
@@ -165,8 +175,14 @@ def _try_decode(data: bytes, codec: str) -> str | None:
 
 
 def decode_bytes(data: bytes, declared: str | None = None) -> tuple[str, str]:
-    """Text, and how it was decoded: strict UTF-8, the declared charset, a detected one, or UTF-8 with U+FFFD."""
+    """Text, and how it was decoded: a byte-order mark, strict UTF-8, the declared charset, an ISO-2022 escape,
+    UTF-16/32 without a BOM, a detected charset, or UTF-8 with U+FFFD."""
+    for bom, codec in _BOMS:
+        if data.startswith(bom) and (text := _try_decode(data, codec)) is not None:
+            return text, f"{codec.removesuffix('-sig')} (BOM)"
     declared = codec_name(declared)
+    if (found := _stateful_or_wide(data, declared)) is not None:
+        return found
     utf8 = _try_decode(data, "utf-8")
     # Valid UTF-8 with non-ASCII bytes is almost never another charset by chance, and mail often
     # labels UTF-8 bodies latin-1; a declared 7-bit charset (iso-2022-jp) still decides ASCII bytes.
@@ -178,6 +194,56 @@ def decode_bytes(data: bytes, declared: str | None = None) -> tuple[str, str]:
     if best is not None and (codec := codec_name(best.encoding)):
         return str(best), f"{codec} (detected)"
     return data.decode("utf-8", errors="replace"), "utf-8 (replaced)"
+
+
+def _stateful_or_wide(data: bytes, declared: str | None) -> tuple[str, str] | None:
+    """ISO-2022 text (7-bit, so it also passes for ASCII) named by its escape sequences, or UTF-16/32 without
+    a BOM (whose NUL bytes UTF-8 accepts); None for anything else. A declared charset decides first."""
+    if data.isascii() and b"\x1b" in data and not (declared and declared.startswith("iso2022")):
+        for escape, codec in _ISO2022:
+            if escape in data and (text := _decode_iso2022(data, codec)) is not None:
+                return text, f"{codec} (escape sequences)"
+    if declared is None and data.count(0) > len(data) // 8 and (wide := _bom_less_unicode(data)):
+        return wide
+    return None
+
+
+def _decode_iso2022(data: bytes, codec: str) -> str | None:
+    if codec == "iso2022_cn":
+        try:
+            return _decode_iso2022_cn(data)
+        except UnicodeDecodeError:
+            return None
+    return _try_decode(data, codec)
+
+
+def _decode_iso2022_cn(data: bytes) -> str | None:
+    """Python has no ISO-2022-CN codec. Its GB2312 set (designated by ESC $ ) A) shifted in by SO is GB2312's
+    EUC bytes with the high bit cleared; SI, or a line end, shifts back to ASCII (RFC 1922). None for text
+    that uses its other sets (CNS 11643)."""
+    out, shifted = [], False
+    for chunk in re.split(rb"(\x0e|\x0f|\n)", data.replace(b"\x1b$)A", b"")):
+        if chunk == b"\x0e":
+            shifted = True
+        elif chunk in (b"\x0f", b"\n"):
+            shifted = False
+            out.append(chunk.decode().replace("\x0f", ""))
+        elif b"\x1b" in chunk:
+            return None
+        else:
+            out.append(bytes(b | 0x80 for b in chunk).decode("gb2312") if shifted else chunk.decode("ascii"))
+    return "".join(out)
+
+
+def _bom_less_unicode(data: bytes) -> tuple[str, str] | None:
+    """UTF-32 or UTF-16 text without a byte-order mark, told apart by which decoding reads as text."""
+    sample = data[: SNIFF_BYTES - SNIFF_BYTES % 4]
+    for codec in ("utf-32-le", "utf-32-be", "utf-16-le", "utf-16-be"):
+        text = _try_decode(sample, codec)
+        if text and sum(ch.isprintable() or ch in "\n\r\t" for ch in text) >= 0.95 * len(text):
+            full = _try_decode(data, codec)
+            return (full, f"{codec} (no BOM, detected)") if full is not None else None
+    return None
 
 
 def valid_unicode(text: str) -> str:
@@ -203,8 +269,9 @@ def binary_kind(head: bytes) -> str | None:
     sample = head[:SNIFF_BYTES]
     num_nul = sample.count(0)
     if num_nul > len(sample) // 100:
-        return f"{num_nul} NUL bytes in the first {len(sample)} bytes"
-    num_controls = sum(1 for b in sample if b < 0x20 and b not in _TEXT_CONTROLS)
+        return None if _bom_less_unicode(sample) else f"{num_nul} NUL bytes in the first {len(sample)} bytes"
+    text_controls = _TEXT_CONTROLS | _SHIFT_CONTROLS if any(esc in sample for esc, _ in _ISO2022) else _TEXT_CONTROLS
+    num_controls = sum(1 for b in sample if b < 0x20 and b not in text_controls)
     if num_controls > len(sample) // 10:
         return f"{num_controls} control bytes in the first {len(sample)} bytes"
     return None
@@ -307,8 +374,17 @@ def read_html(data: bytes) -> tuple[str, dict | None, str]:
 # ---- one file, one document ----------------------------------------------------------------
 
 
+def sniff_kind(data: bytes, options: ReadOptions) -> str:
+    """Mail, HTML or text, from a (non-binary) file's first bytes."""
+    head = data[:SNIFF_BYTES]
+    if options.detect_mail and looks_like_mail(head):
+        return "mail"
+    return "html" if _HTML_START.match(decode_bytes(head[:1024])[0]) else "text"
+
+
 def read_whole_file(data: bytes, file: InputFile, options: ReadOptions) -> Record:
-    """A text, mail or HTML file as one document; binary, empty and unsupported files as rejections."""
+    """A text, mail or HTML file as one document; binary, empty and unsupported files as rejections.
+    A file of no known suffix is sniffed, and its `encoding` says what it was read as."""
     if not data or data.isspace():
         return _rejected(file, "empty_text", f"{file.url}: empty file", text="")
     if what := binary_kind(data[:SNIFF_BYTES]):
@@ -316,6 +392,8 @@ def read_whole_file(data: bytes, file: InputFile, options: ReadOptions) -> Recor
     kind = file.kind
     if kind == "text_or_mail":
         kind = "mail" if options.detect_mail and looks_like_mail(data[:SNIFF_BYTES]) else "text"
+    elif kind == SNIFFED:
+        kind = sniff_kind(data, options)
     if kind == "mail":
         text, meta, encoding = read_mail(data)
     elif kind == "html":
@@ -327,7 +405,32 @@ def read_whole_file(data: bytes, file: InputFile, options: ReadOptions) -> Recor
                          f"{file.url}: no reader for this suffix (expected one of {sorted(KINDS)})")
     if not text.strip():
         return _rejected(file, "empty_text", f"{file.url}: no text in this {kind}", text=text)
+    if file.kind == SNIFFED:
+        encoding = f"{encoding}; read as {kind} (sniffed)"
     return Record(file.rel, text, file.source, meta=to_json(meta), encoding=encoding)
+
+
+# An mbox separates messages by a "From " line at the start of the file or of a line; mboxrd escapes
+# a body line starting with "From " as ">From " (and ">From " as ">>From ").
+_MBOX_FROM = re.compile(rb"(?:\A|\n)From [^\n]*\n")
+_MBOX_QUOTED = re.compile(rb"^>(>*From )", re.MULTILINE)
+
+
+def read_mbox(data: bytes, file: InputFile) -> Iterator[Record]:
+    """One document per message of an mbox file, each with the file's name and its number (`#msg3`)."""
+    if what := binary_kind(data[:SNIFF_BYTES]):
+        yield _rejected(file, "binary_file", f"{file.url}: {what}")
+        return
+    messages = [m for m in _MBOX_FROM.split(data) if m.strip()]
+    if not messages:
+        yield _rejected(file, "empty_text", f"{file.url}: no message in this mbox", text="")
+    for number, message in enumerate(messages, start=1):
+        text, meta, encoding = read_mail(_MBOX_QUOTED.sub(rb"\1", message))
+        doc_id, where = f"{file.rel}#msg{number}", f"{file.url}: message {number}"
+        if text.strip():
+            yield Record(doc_id, text, file.source, meta=to_json(meta), encoding=encoding, where=where)
+        else:
+            yield Record(doc_id, text, file.source, reason="empty_text", detail=f"{where}: no text", where=where)
 
 
 def _rejected(file: InputFile, reason: str, detail: str, text: str | None = None) -> Record:
@@ -564,6 +667,9 @@ def read_file(file: InputFile, options: ReadOptions, part: Part | None = None) -
         yield from read_parquet(file, part, options)
     elif file.kind in STREAMED:
         yield from read_streamed(file, options, part)
+    elif file.kind == "mbox":
+        with fsspec.open(file.url, "rb") as f:
+            yield from read_mbox(f.read(), file)
     else:
         with fsspec.open(file.url, "rb") as f:
             data = f.read()

@@ -75,7 +75,7 @@ def test_language_is_stored_and_the_allow_list_decides():
     german = CleanConfig(language=LanguageConfig(languages=["de"]), gopher_quality=GopherQualityConfig(enabled=False))
     assert first_failure(clean_document(GERMAN, german)[1], german) is None
     assert detect_language("1234 5678 !!!", LanguageConfig()) == ("und", 0.0)
-    with pytest.raises(ValueError, match="not ISO 639-1 codes"):
+    with pytest.raises(ValueError, match="not language codes that lid.176 knows"):
         LanguageConfig(languages=["english"])
 
 
@@ -150,7 +150,9 @@ def test_only_signal_settings_change_the_signals_fingerprint():
     assert signal_settings(CleanConfig(language=LanguageConfig(min_lang_score=0.9))) == base
     assert signal_settings(CleanConfig(fix_text=False)) != base
     assert signal_settings(CleanConfig(c4=C4Config(filter_lines=True))) != base
-    assert signal_settings(CleanConfig(language=LanguageConfig(languages=["en", "fi"]))) != base  # a new candidate
+    # no shortlist of candidates: the allow-list decides what is kept, never what is detected
+    assert signal_settings(CleanConfig(language=LanguageConfig(languages=["en", "fi"]))) == base
+    assert signal_settings(CleanConfig(language=LanguageConfig(prefix_chars=500))) != base
 
 
 def run_in_process(fn, items, description, **shared):
@@ -178,7 +180,7 @@ def test_pii_counts_reach_the_stage_counts(tmp_path, monkeypatch):
     ingested_dir = tmp_path / "ingest" / "fp"
     ingested_dir.mkdir(parents=True)
     docs = [{"id": "a", "text": CHAPTERS["chapter_1"] + "\n\nMail ahab@pequod.org.", "source": "t"},
-            {"id": "b", "text": "Server 10.0.0.1 and bob@example.com", "source": "t"}]
+            {"id": "b", "text": "Server 81.2.69.160 and bob@mail.org", "source": "t"}]
     pq.write_table(pa.Table.from_pylist(docs), ingested_dir / "shard-00000.parquet")
     manifest = clean(Manifest(stage="ingest", fingerprint="fp", path=ingested_dir), CleanConfig(), tmp_path)
     assert (manifest.counts["pii_email"], manifest.counts["pii_ip"], manifest.counts["pii_phone"]) == (2, 1, 0)

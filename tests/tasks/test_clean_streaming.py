@@ -36,7 +36,7 @@ def cleaned(tmp_path, path: str, batch_rows: int, monkeypatch) -> tuple[list, di
     tables = [pq.read_table(p) for p in (signals / "shard-00000.parquet", out / "shard-00000.parquet",
                                          out / "rejected-00000.parquet")]
     assert pq.ParquetFile(signals / "shard-00000.parquet").metadata.num_row_groups == -(-300 // batch_rows)
-    # lingua's confidence can differ in its last bit from one call to the next, whatever the batch
+    # a detector's probability may differ in its last bits from one call to the next, whatever the batch
     rows = [[r | {"lang_score": round(r["lang_score"], 9)} if "lang_score" in r else r for r in t.to_pylist()]
             for t in tables]
     return rows, measured, filtered

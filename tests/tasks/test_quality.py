@@ -12,6 +12,7 @@ from tasks.data.quality import (
     DUP_NGRAM_SIZES,
     QUALITY_RULES,
     QUALITY_SIGNALS,
+    STOP_WORDS,
     C4Config,
     FineWebConfig,
     GopherQualityConfig,
@@ -36,7 +37,8 @@ SENTENCES = sorted({s.strip() for path in sorted((DATA / "tiny").glob("*.txt"))
 
 
 def default_configs(**changes) -> dict:
-    configs = {"gopher_repetition": GopherRepetitionConfig(), "gopher_quality": GopherQualityConfig(),
+    english = GopherQualityConfig(stop_words=list(STOP_WORDS))  # as LANGUAGE_DEFAULTS sets it for English
+    configs = {"gopher_repetition": GopherRepetitionConfig(), "gopher_quality": english,
                "c4": C4Config(), "fineweb": FineWebConfig()}
     return configs | changes
 

@@ -109,11 +109,11 @@ def test_mail_is_sniffed_by_its_headers_not_its_name(mails):
     assert looks_like_mail(mail[:8192])
     assert not looks_like_mail(b"Title: Notes\nAuthor: me\n\nSome text.\n")  # front matter, not a mail
     assert not looks_like_mail(b"From the start, Ishmael knew.\nCall me Ishmael.\n")
-    assert file_kind("00001.7c53336b37003a9286aba55d2945844c") == "text_or_mail"
-    hashed = InputFile("mem/00001.7c53336b", "corpus/00001.7c53336b", "text_or_mail")
+    assert file_kind("00001.7c53336b37003a9286aba55d2945844c") == "sniff"
+    hashed = InputFile("mem/00001.7c53336b", "corpus/00001.7c53336b", "sniff")
     assert json.loads(read_whole_file(mail, hashed, OPTIONS).meta)["subject"]
     as_text = read_whole_file(mail, hashed, ReadOptions(detect_mail=False))
-    assert as_text.meta is None and as_text.text.startswith("From ")
+    assert as_text.meta is None and as_text.text.startswith("From ") and as_text.encoding.endswith("(sniffed)")
 
 
 def test_decoding_records_its_decision():
