@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	else \
 		$(PY) -m pip install "$(TORCH_SPEC)"; \
 	fi
-	$(PY) -m pip install -c constraints.txt -e ".[dev,lm-eval]"
+	$(PY) -m pip install -c constraints.txt -e ".[dev,lm-eval,bench-peer]"
 	@touch $(STAMP)
 
 demo: install

@@ -243,6 +243,8 @@ def bench_data(
     paths: list[Path] = typer.Argument(None, help="inputs (default: data/corpus.parquet and ../shared/corpora/spam_assassin)"),
     workdir: Path = typer.Option(Path("runs/bench-data"), help="scratch work directory (emptied first)"),
     cores: int | None = typer.Option(None, help="Ray CPUs and datasets num_proc (default: all)"),
+    against: str | None = typer.Option(None, "--against", help="instead, run this peer on the same JSONL in the same "
+                                       "run, command to command and stage to stage: datatrove (the bench-peer extra)"),
 ) -> None:
     """MB/s and docs/s per data stage, beside bare encode_batch and datasets.map doing the same work."""
     import json
@@ -254,6 +256,9 @@ def bench_data(
     if missing:
         console.print(f"[red]error[/red] no such input: {', '.join(missing)}")
         raise typer.Exit(2)
+    if against is not None:
+        bench_against(against, paths, workdir, cores)
+        return
     try:
         result = run_bench(paths, workdir, cores)
     except ValueError as err:
@@ -275,6 +280,43 @@ def bench_data(
     console.print(f"clean+dedup+pack vs datasets.map(num_proc={result['cores']}) clean+tokenize: "
                   f"{result['speedup_vs_datasets']:.2f}x faster ({result['ours_clean_dedup_pack_seconds']:.2f} s vs "
                   f"{result['baseline_datasets_seconds']:.2f} s)", markup=False)
+
+
+def bench_against(peer: str, paths: list[Path], workdir: Path, cores: int | None) -> None:
+    """`bench data --against datatrove`: both pipelines on the same JSONL, the table of times and ratios."""
+    from rich.markup import escape
+
+    from tasks.bench.peer_compare import bench_against_datatrove, peer_missing
+
+    problem = f"--against {peer}: the only peer is datatrove" if peer != "datatrove" else peer_missing()
+    if problem:  # escaped: the install command's `.[bench-peer]` would read as markup
+        console.print(f"[red]error[/red] {escape(problem)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    try:
+        result = bench_against_datatrove(paths, workdir, cores or os.cpu_count() or 1)
+    except ValueError as err:
+        console.print(f"[red]error[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    ours, peer = result["ours"], result["datatrove"]
+    console.print(f"bench data --against datatrove: {result['input_mb']:.1f} MB, {ours['documents_in']:,} documents "
+                  f"in {result['input']} (datatrove read {peer['documents_in']:,}), {result['cores']} cores", markup=False,
+                  soft_wrap=True)
+    table = Table()
+    for column in ("tokenmill", "s", "datatrove", "s", "datatrove / tokenmill"):
+        table.add_column(column)
+    for stage, pair in result["pairs"].items():
+        table.add_row(stage, f"{pair['ours_seconds']:.2f}", pair["datatrove"], f"{pair['datatrove_seconds']:.2f}",
+                      f"{pair['ratio']:.2f}x")
+    for stage, what in result["ours_only"].items():
+        table.add_row(stage, f"{ours['stages'][stage]:.2f}", what, "-", "-")
+    table.add_row("command", f"{ours['command_seconds']:.2f}", "command", f"{peer['command_seconds']:.2f}",
+                  f"{result['command_ratio']:.2f}x")
+    console.print(table)
+    console.print(f"documents kept after filters / dedup: tokenmill {ours['after_clean']:,} / {ours['after_dedup']:,}, "
+                  f"datatrove {peer['after_clean']:,} / {peer['after_dedup']:,}", markup=False)
+    console.print("left out of datatrove's side (ours does it): " + "; ".join(peer["left_out"]) +
+                  f". Stage seconds are the manifests' build times; figures in {workdir / 'bench_data.json'}",
+                  markup=False, soft_wrap=True)
 
 
 def latest_evaluation(run: str):

@@ -1,0 +1,70 @@
+"""`bench data --against datatrove`: its code on a tiny input (the bench itself stays out of make test)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks.bench.peer_compare import (
+    INSTALL,
+    PAIRS,
+    compare_with_datatrove,
+    peer_missing,
+    summarise_peer,
+    write_jsonl,
+)
+
+TINY = Path(__file__).resolve().parents[2] / "data" / "tiny"
+
+
+def tiny_documents(num_docs: int = 200) -> list[dict]:
+    """Moby-Dick paragraphs, two to a document: short documents, every one with text."""
+    paragraphs = [p.strip() for f in sorted(TINY.glob("*.txt")) for p in f.read_text().split("\n\n") if p.strip()]
+    return [{"id": f"tiny-{i:04d}", "text": "\n\n".join(paragraphs[2 * i:2 * i + 2])} for i in range(num_docs)]
+
+
+def test_the_jsonl_is_dealt_out_in_contiguous_runs(tmp_path):
+    files = write_jsonl(tiny_documents(7), tmp_path, 3)
+    rows = [[json.loads(line)["id"] for line in f.read_text().splitlines()] for f in files]
+    assert [f.name for f in files] == ["part-00000.jsonl", "part-00001.jsonl", "part-00002.jsonl"]
+    assert rows == [["tiny-0000", "tiny-0001", "tiny-0002"], ["tiny-0003", "tiny-0004", "tiny-0005"], ["tiny-0006"]]
+
+
+def test_the_first_executor_is_split_between_reader_and_filters_by_step_time():
+    def step(seconds: float, **stats) -> dict:
+        return {"time_stats": {"total": seconds}, "stats": stats}
+
+    executors = {"filter": {"seconds": 10.0, "stats": [step(1.0, documents={"total": 50}), step(3.0), step(0, total=40)]},
+                 "minhash-signatures": {"seconds": 2.0}, "minhash-buckets": {"seconds": 1.0},
+                 "minhash-cluster": {"seconds": 0.5}, "minhash-filter": {"seconds": 1.5, "stats": [step(0, total=38)]},
+                 "tokenize": {"seconds": 4.0}}
+    summary = summarise_peer({"executors": executors, "left_out": ["language ID"]})
+    assert summary["stages"] == {"ingest": 2.5, "clean": 7.5, "dedup": 5.0, "pack": 4.0}
+    assert (summary["documents_in"], summary["after_clean"], summary["after_dedup"]) == (50, 40, 38)
+
+
+def test_a_missing_peer_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "datatrove" else object())
+    assert peer_missing() == f"datatrove not installed: {INSTALL}"
+
+
+def test_both_sides_run_on_the_same_jsonl(tmp_path):
+    pytest.importorskip("datatrove", reason=f"the datatrove peer is a bench-only extra: {INSTALL}")
+    pytest.importorskip("spacy", reason=f"datatrove's Gopher and C4 filters need spaCy: {INSTALL}")
+    jsonl = tmp_path / "input"
+    write_jsonl(tiny_documents(), jsonl, 1)
+
+    result = compare_with_datatrove(jsonl, tmp_path, cores=1, overrides=["tokenizer.vocab_size=512", "pack.seq_len=64"])
+
+    ours, peer = result["ours"], result["datatrove"]
+    assert ours["command_seconds"] > 0 and peer["command_seconds"] > 0
+    assert result["command_ratio"] == peer["command_seconds"] / ours["command_seconds"]
+    assert set(result["pairs"]) == set(PAIRS)
+    for stage, pair in result["pairs"].items():
+        assert pair["ours_seconds"] > 0 and pair["datatrove_seconds"] > 0, stage
+        assert pair["ratio"] == pair["datatrove_seconds"] / pair["ours_seconds"]
+    assert peer["documents_in"] == ours["documents_in"] == 200
+    assert 0 < peer["after_dedup"] <= peer["after_clean"] <= 200
+    assert any("language ID" in item for item in peer["left_out"])
+    assert (tmp_path / "datatrove" / "tokens").is_dir()  # the peer tokenized with the tokenizer.json ours trained
