@@ -51,8 +51,8 @@ def test_editing_a_function_clean_uses_changes_clean_only(tree):
 
 def test_comments_docstrings_and_formatting_do_not_count(tree):
     before = codes(tree)
-    edit(tree / "tasks/data/pii.py", "def _is_ipv4(match: re.Match) -> bool:\n",
-         'def _is_ipv4(match: re.Match) -> bool:\n    """A new docstring."""\n    # and a comment\n\n')
+    edit(tree / "tasks/data/pii.py", 'def _is_ipv4(match: re.Match, cfg: "PiiConfig") -> bool:\n',
+         'def _is_ipv4(match: re.Match, cfg: "PiiConfig") -> bool:\n    """A new docstring."""\n    # and a comment\n\n')
     edit(tree / "tasks/data/clean.py", '"""', '"""Reworded. ')
     assert codes(tree) == before
 

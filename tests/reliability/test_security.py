@@ -27,7 +27,7 @@ from tests.reliability.pipeline_runs import (
 SOURCE_FOLDERS = ["flows", "tasks", "model", "infra", "scripts"]
 # every path a recipe names; all are read, none written, except the work directory every output goes under
 INPUT_PATH_FIELDS = {"ingest.paths", "dedup.decontaminate.paths", "tokenizer.path", "finetune.data", "sft.data",
-                     "evaluate.extra_texts", "pretrain.launch.hostfile", "finetune.launch.hostfile",
+                     "evaluate.extra_texts", "evaluate.lm_eval.include_path", "pretrain.launch.hostfile", "finetune.launch.hostfile",
                      "sft.launch.hostfile"}
 # besides `workdir` (a location string: a path or a storage URL), the only place a config writes to is the
 # POSIX folder a training stage checkpoints in, when the recipe names one
@@ -88,7 +88,8 @@ def test_no_pickle_and_no_unsafe_deserialisation_in_the_source(sources):
 
 def test_weights_and_exports_are_safetensors(sources):
     save_calls = {str(path) for path, tree in sources.items() for name, _ in calls(tree) if name == "save_file"}
-    assert save_calls == {"model/weights.py", "model/hf.py"}  # safetensors.torch.save_file, nowhere else
+    # safetensors.torch.save_file, nowhere else: weights, the HF export, the universal copy beside a checkpoint
+    assert save_calls == {"model/weights.py", "model/hf.py", "model/engine.py"}
     stage_files = "\n".join(p.read_text() for p in sorted((REPO / "tasks" / "train").glob("*.py")))
     assert stage_files.count('"weights": "model.safetensors"') == 2  # the training path (launch.py) and export
     assert ".pt\"" not in stage_files and ".bin\"" not in stage_files
