@@ -147,7 +147,7 @@ def save_universal(engine, folder: Path, client_state: dict) -> None:
     link_optimizer_state(engine)
     tensors = {}
     for name, param in engine.module.named_parameters():
-        for key in (None, *ADAM_STATE):
+        for key in state_keys(param):
             full = full_tensor(engine, param, key)  # collective: every rank, same order
             if dist.get_rank() == 0:
                 tensors[f"{key or 'fp32'}/{name}"] = full.detach().to("cpu", copy=True).contiguous()
@@ -158,6 +158,12 @@ def save_universal(engine, folder: Path, client_state: dict) -> None:
         atomic_write_text(folder / UNIVERSAL_STATE, json.dumps(state))
 
 
+def state_keys(param: torch.nn.Parameter) -> tuple[str | None, ...]:
+    """What the universal copy keeps of a parameter: its weight (None), and Adam's moments if it trains (a frozen
+    LoRA base has none)."""
+    return (None, *ADAM_STATE) if param.requires_grad else (None,)
+
+
 def load_universal(engine, folder: Path, global_batch: int, accumulation: int) -> dict:
     """Start a freshly initialised engine (any world size, any ZeRO stage) from `save_universal`'s copy; returns its
     client_state. Every rank reads each tensor and keeps its own slice."""
@@ -165,7 +171,7 @@ def load_universal(engine, folder: Path, global_batch: int, accumulation: int) -
     create_adam_state(engine, state["optimizer_step"])
     with safe_open(str(folder / UNIVERSAL_TENSORS), framework="pt") as tensors:
         for name, param in engine.module.named_parameters():
-            for key in (None, *ADAM_STATE):
+            for key in state_keys(param):
                 set_full_tensor(engine, param, tensors.get_tensor(f"{key or 'fp32'}/{name}"), key)
     scheduler = engine.lr_scheduler
     scheduler.load_state_dict(state["scheduler"])

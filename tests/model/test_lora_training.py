@@ -14,7 +14,7 @@ from tests.model.conftest import launch, metrics, zero_spec
 
 def test_lora_finetuning_trains_only_adapters_and_saves_merged_weights(text_blocks, zero_run, tmp_path):
     pretrained = zero_run(2)
-    base = zero_spec(text_blocks, 2, tmp_path / "out")
+    base = zero_spec(text_blocks, 2, tmp_path / "out", checkpoint_every=4)  # the universal copy skips frozen state
     spec: TrainSpec = dataclasses.replace(base, init_from=str(pretrained / "model.safetensors"),
                                           lora=LoRAConfig(rank=4, alpha=8, targets=["q_proj", "v_proj"]))
     launch(spec, tmp_path)
