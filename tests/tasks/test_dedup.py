@@ -146,8 +146,16 @@ def test_candidates_that_collide_but_are_not_similar_stay(ray_local, tmp_path):
     assert kept == {"a", "b", "c"} and rejected == {"d": ("near_duplicate", "duplicate of c")}
     counts = manifest.counts
     assert counts["candidate_pairs"] >= 2 and counts["verified_pairs"] == 1
-    assert counts["candidates_rejected_pct"] == round(100 * (1 - 1 / counts["candidate_pairs"]), 2)
+    assert manifest.stats["candidates_rejected_pct"] == round(100 * (1 - 1 / counts["candidate_pairs"]), 2)
     # without verification (threshold 0) the chance collision would have dropped b
     loose = dedup(write_shards(tmp_path / "in-loose", docs, 2), cfg.model_copy(
         update={"minhash": MinHashConfig(bands=56, rows=2, threshold=0)}), tmp_path / "work")
     assert "b" in dedup_result(loose)[1]
+
+
+def test_the_rejected_share_of_candidates_is_a_stat_with_a_fraction():
+    from tasks.data.dedup import rejected_pct
+
+    # a share like 66.67 % once crashed the manifest, whose counts are integers
+    assert rejected_pct({"candidate_pairs": 3, "verified_pairs": 1}) == 66.67
+    assert rejected_pct({"candidate_pairs": 0, "verified_pairs": 0}) == 0.0
