@@ -15,6 +15,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 
 from infra import storage
+from infra.lease import pid_exists
 from infra.stage import OutputNotWritable, write_failure
 
 RUNS = ".tokenmill/runs"
@@ -44,18 +45,8 @@ class RunRecord:
         if self.status != "running":
             return False
         if self.host == socket.gethostname():
-            return _alive(self.pid)
+            return pid_exists(self.pid)
         return (now or time.time()) - (self.touched or self.started) < STALE_AFTER_S
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 def start_run(workdir: str) -> RunRecord:
