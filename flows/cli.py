@@ -13,6 +13,7 @@ from rich.table import Table
 
 from flows.config import ConfigError, load_config
 from flows.server import server_api_url, server_app
+from flows.startup import builds_data, serving, start_ray_now, temporary_api
 from tasks.stages import document_stages, stage_names, unknown_stage
 
 app = typer.Typer(help="tokenmill: raw text corpus -> trained, fine-tuned and evaluated language model.",
@@ -54,23 +55,39 @@ def run(
         check_stages(("--until", until), ("--force", force))
         cfg = load_config(config, [*overrides, *option_overrides(ray_address, hostfile, rehash)], workdir)
     started = time.perf_counter()
-    if force is None and not rehash:
-        from flows.plan import nothing_to_do
+    from flows.plan import nothing_to_do, plan_with_outputs
 
-        if (reused := nothing_to_do(cfg, until)) is not None:  # no flow to start: Prefect would only log cache hits
-            print_summary(reused, time.perf_counter() - started)
-            console.print("nothing to do: every stage's output exists (see `tokenmill plan`); no flow run was started. "
-                          "`--force STAGE` rebuilds.", highlight=False, soft_wrap=True)
-            return
-    # a server that `tokenmill server start` left running takes the run; else Prefect's ephemeral API does
-    if "PREFECT_API_URL" not in os.environ and (url := use_prefect_server()):
-        console.print(f"Prefect server: {url}", highlight=False)
+    planned, outputs = plan_with_outputs(cfg, until, force)
+    if not rehash and (reused := nothing_to_do(cfg, planned, outputs)) is not None:
+        # no flow to start: Prefect would only log cache hits
+        print_summary(reused, time.perf_counter() - started)
+        console.print("nothing to do: every stage's output exists (see `tokenmill plan`); no flow run was started. "
+                      "`--force STAGE` rebuilds.", highlight=False, soft_wrap=True)
+        return
+    api = start_prefect_api()
+    if rehash or builds_data(planned):
+        start_ray_now(cfg)  # while the API boots
     from flows.pipeline import (
-        pipeline,  # importing Prefect costs a second: only when a stage has work to do
+        pipeline,  # importing Prefect's flow machinery costs a second: only when a stage has work to do
     )
 
-    manifests = run_pipeline(pipeline, cfg, until=until, force=force)
+    with serving(api):
+        manifests = run_pipeline(pipeline, cfg, until=until, force=force)
     print_summary(manifests, time.perf_counter() - started)
+
+
+def start_prefect_api():
+    """A server that `tokenmill server start` left running (or PREFECT_API_URL) takes the run: None. Else the
+    temporary API Prefect would start, started now in its own process (flows/startup.py)."""
+    if "PREFECT_API_URL" in os.environ:
+        return None
+    if url := use_prefect_server():
+        console.print(f"Prefect server: {url}", highlight=False)
+        return None
+    api = temporary_api()
+    console.print(f"Prefect: temporary API on {api.url} (no server configured; `tokenmill server start` keeps one, "
+                  "with the UI)", highlight=False, soft_wrap=True, style="dim")
+    return api
 
 
 @app.command()
@@ -245,6 +262,10 @@ def bench_data(
     cores: int | None = typer.Option(None, help="Ray CPUs and datasets num_proc (default: all)"),
     against: str | None = typer.Option(None, "--against", help="instead, run this peer on the same JSONL in the same "
                                        "run, command to command and stage to stage: datatrove (the bench-peer extra)"),
+    synthetic_docs: int | None = typer.Option(None, "--synthetic-docs", min=1, help="with --against: that many "
+                                              "distinct short documents made from the bundled corpus, instead of PATHS"),
+    repeats: int = typer.Option(1, "--repeats", min=1, help="with --against: both sides this many times, taking turns; "
+                                "the table shows the turn with the median command ratio"),
 ) -> None:
     """MB/s and docs/s per data stage, beside bare encode_batch and datasets.map doing the same work."""
     import json
@@ -257,8 +278,11 @@ def bench_data(
         console.print(f"[red]error[/red] no such input: {', '.join(missing)}")
         raise typer.Exit(2)
     if against is not None:
-        bench_against(against, paths, workdir, cores)
+        bench_against(against, paths, workdir, cores, synthetic_docs, repeats)
         return
+    if synthetic_docs is not None or repeats != 1:
+        console.print("[red]error[/red] --synthetic-docs and --repeats go with --against", highlight=False)
+        raise typer.Exit(2)
     try:
         result = run_bench(paths, workdir, cores)
     except ValueError as err:
@@ -282,7 +306,8 @@ def bench_data(
                   f"{result['baseline_datasets_seconds']:.2f} s)", markup=False)
 
 
-def bench_against(peer: str, paths: list[Path], workdir: Path, cores: int | None) -> None:
+def bench_against(peer: str, paths: list[Path], workdir: Path, cores: int | None, synthetic_docs: int | None,
+                  repeats: int = 1) -> None:
     """`bench data --against datatrove`: both pipelines on the same JSONL, the table of times and ratios."""
     from rich.markup import escape
 
@@ -293,7 +318,7 @@ def bench_against(peer: str, paths: list[Path], workdir: Path, cores: int | None
         console.print(f"[red]error[/red] {escape(problem)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
     try:
-        result = bench_against_datatrove(paths, workdir, cores or os.cpu_count() or 1)
+        result = bench_against_datatrove(paths, workdir, cores or os.cpu_count() or 1, synthetic_docs, repeats)
     except ValueError as err:
         console.print(f"[red]error[/red] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
@@ -312,6 +337,10 @@ def bench_against(peer: str, paths: list[Path], workdir: Path, cores: int | None
     table.add_row("command", f"{ours['command_seconds']:.2f}", "command", f"{peer['command_seconds']:.2f}",
                   f"{result['command_ratio']:.2f}x")
     console.print(table)
+    if len(result["runs"]) > 1:
+        console.print("command to command, turn by turn: " + ", ".join(
+            f"{r['ours_seconds']:.1f} s vs {r['datatrove_seconds']:.1f} s = {r['command_ratio']:.2f}x" for r in result["runs"]),
+            markup=False, soft_wrap=True)
     console.print(f"documents kept after filters / dedup: tokenmill {ours['after_clean']:,} / {ours['after_dedup']:,}, "
                   f"datatrove {peer['after_clean']:,} / {peer['after_dedup']:,}", markup=False)
     console.print("left out of datatrove's side (ours does it): " + "; ".join(peer["left_out"]) +

@@ -35,10 +35,9 @@ def plan_with_outputs(config: PipelineConfig, until: str | None = None,
     return recorded, manifests
 
 
-def nothing_to_do(config: PipelineConfig, until: str | None) -> dict[str, Manifest] | None:
-    """The finished outputs when every stage up to `until` has one (a run would only reuse them), else None.
+def nothing_to_do(config: PipelineConfig, planned: list[dict], manifests: dict[str, Manifest]) -> dict[str, Manifest] | None:
+    """The finished outputs when every stage of the plan has one (a run would only reuse them), else None.
     The run is recorded (`infra/runs.py`) as a run that used them, so gc keeps them."""
-    planned, manifests = plan_with_outputs(config, until)
     if any(entry["action"] != "reuse" for entry in planned):
         return None
     record = start_run(storage.normalize(config.workdir))

@@ -79,37 +79,6 @@ def map_shards(fn: Callable, items: Sequence[Any], description: str, **shared: A
     return results
 
 
-def map_with_actors(actor_cls: type, init_args: tuple, method: str, items: Sequence[Any], num_actors: int,
-                    description: str) -> list[Any]:
-    """Like map_shards, but each actor pays its set-up cost (loading a tokenizer, say) once."""
-    import ray
-
-    ensure_ray()
-    remote_cls = ray.remote(max_restarts=SHARD_RETRIES, max_task_retries=SHARD_RETRIES)(actor_cls)
-    actors = [remote_cls.remote(*init_args) for _ in range(max(1, min(num_actors, len(items))))]
-    results: list[Any] = [None] * len(items)
-    queue = list(enumerate(items))
-    # two calls in flight per actor, so none waits on a round trip between shards; results are taken as they
-    # finish (ray.util.ActorPool.map hands an actor its next shard only once every earlier shard is back)
-    slots = [actor for _ in range(2) for actor in actors]
-    pending: dict[Any, tuple[int, Any]] = {}
-    with Progress(transient=True) as progress:
-        bar = progress.add_task(description, total=len(items))
-        while queue or pending:
-            while slots and queue:
-                index, item = queue.pop(0)
-                actor = slots.pop(0)
-                pending[getattr(actor, method).remote(item)] = (index, actor)
-            (done,), _ = ray.wait(list(pending), num_returns=1)
-            index, actor = pending.pop(done)
-            results[index] = ray.get(done)
-            slots.append(actor)
-            progress.advance(bar)
-    for actor in actors:
-        ray.kill(actor)
-    return results
-
-
 def cluster_cpus() -> int:
     """The CPUs of the Ray cluster (started or joined if need be): how many tasks or actors can run at once."""
     import ray

@@ -1,6 +1,6 @@
 """The model's shape: plain data, no torch, so that a recipe is validated without importing PyTorch."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass
@@ -51,3 +51,29 @@ MODEL_SIZES: dict[str, dict] = {
     "350M": dict(n_layer=24, n_head=16, d_model=1024),
     "1.3B": dict(n_layer=24, n_head=32, d_model=2048),
 }
+
+
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP = ("gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class LoRAConfig:
+    __pydantic_config__ = {"extra": "forbid"}
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: list(ATTENTION))  # projection names, see ATTENTION and MLP
+
+    def validate(self) -> None:
+        if self.rank < 1:
+            raise ValueError(f"lora.rank must be at least 1, got {self.rank}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        unknown = sorted(set(self.targets) - set(ATTENTION + MLP))
+        if unknown or not self.targets:
+            raise ValueError(f"lora.targets {unknown or '[]'}: choose among {list(ATTENTION + MLP)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -6,36 +6,12 @@ A ~ Kaiming-uniform, B = 0, so training starts from the pretrained function; the
 """
 
 import math
-from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
-MLP = ("gate_proj", "up_proj", "down_proj")
-
-
-@dataclass
-class LoRAConfig:
-    __pydantic_config__ = {"extra": "forbid"}
-
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    targets: list[str] = field(default_factory=lambda: list(ATTENTION))  # projection names, see ATTENTION and MLP
-
-    def validate(self) -> None:
-        if self.rank < 1:
-            raise ValueError(f"lora.rank must be at least 1, got {self.rank}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
-        unknown = sorted(set(self.targets) - set(ATTENTION + MLP))
-        if unknown or not self.targets:
-            raise ValueError(f"lora.targets {unknown or '[]'}: choose among {list(ATTENTION + MLP)}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from model.config import ATTENTION, MLP, LoRAConfig  # noqa: F401 - plain data, torch-free for config loading
 
 
 class LoRALinear(nn.Module):

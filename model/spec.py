@@ -9,8 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from model.config import GPTConfig
-from model.lora import LoRAConfig
+from model.config import GPTConfig, LoRAConfig
 
 
 @dataclass

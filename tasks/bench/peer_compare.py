@@ -6,7 +6,11 @@ Command to command: the wall time of `tokenmill run --until pack` on a generated
 datatrove's). Stage to stage: ours from the stage manifests' `seconds` (each stage's build: the content keys
 computed before it and Ray's start count only in the command time); datatrove's from each executor's wall time,
 the reader and the filters of the first executor split by their shares of the step time in its stats.json.
-Our side does more work: language ID (left out of the peer, see its docstring) and tokenizer training.
+Same work on both sides, as far as the peer allows: the filters take our recipe's thresholds
+(datatrove_peer.filter_arguments), and both tokenize with one tokenizer.json, trained once on the input before
+either command runs (ours gets it as `tokenizer.path`, so neither command trains one). Our side still does more:
+language ID (left out of the peer, see its docstring), every signal of every document (datatrove stops at a
+document's first failed filter), and packing the tokens into training blocks.
 """
 
 import json
@@ -28,7 +32,7 @@ INSTALL = "pip install -e '.[bench-peer]'"
 # our stage -> the datatrove steps it is timed against in the stage-to-stage table
 PAIRS = {"ingest": "JsonlReader", "clean": "FTFY, PII, Gopher x2, C4, FineWeb",
          "dedup": "MinHash, 4 executors", "pack": "DocumentTokenizer"}
-OURS_ONLY = {"tokenizer": "(none: takes ours)"}  # tokenizer training: the peer tokenizes with the file ours trained
+OURS_ONLY = {"tokenizer": "(given: trained once before both)"}  # ours loads and stores the given tokenizer.json
 DEDUP_EXECUTORS = ("minhash-signatures", "minhash-buckets", "minhash-cluster", "minhash-filter")
 
 
@@ -89,31 +93,38 @@ def recipe(name: str, paths: list[Path], workdir: Path, cores: int) -> dict:
             "finetune": {"data": str(REPO / "data" / "sms_spam.parquet")}}
 
 
-def bench_jsonl(paths: list[Path], scratch: Path, cores: int) -> Path:
-    """The bench input both sides read: our ingest of `paths` (any format it reads) as JSONL, one file per core."""
+def bench_jsonl(paths: list[Path], scratch: Path, cores: int) -> tuple[Path, Path]:
+    """The bench input both sides read: our ingest of `paths` (any format it reads) as JSONL, one file per core;
+    and the tokenizer both sides use, trained by our pipeline on that input (not timed)."""
     prepare = scratch / "prepare"
-    run_tokenmill(recipe("prepare", paths, prepare / "work", cores), prepare, "ingest")
-    write_jsonl(shard_records(latest_output(str((prepare / "work").resolve()), "ingest")), scratch / "input", cores)
-    return scratch / "input"
+    work = str((prepare / "work").resolve())
+    run_tokenmill(recipe("prepare", paths, prepare / "work", cores), prepare, "tokenizer")
+    write_jsonl(shard_records(latest_output(work, "ingest")), scratch / "input", cores)
+    return scratch / "input", Path(latest_output(work, "tokenizer").local_file("tokenizer"))
 
 
-def run_ours(jsonl: Path, scratch: Path, cores: int, overrides: Iterable[str] = ()) -> dict:
+def run_ours(jsonl: Path, scratch: Path, cores: int, tokenizer: Path, overrides: Iterable[str] = ()) -> dict:
     workdir = (scratch / "ours" / "work").resolve()
-    seconds = run_tokenmill(recipe("ours", [jsonl], workdir, cores), scratch / "ours", "pack", overrides)
+    seconds = run_tokenmill(recipe("ours", [jsonl], workdir, cores), scratch / "ours", "pack",
+                            [f"tokenizer.path={tokenizer.resolve()}", *overrides])
     manifests = {stage: latest_output(str(workdir), stage) for stage in (*PAIRS, *OURS_ONLY, "clean_signals")}
     stages = {stage: m.seconds for stage, m in manifests.items() if stage != "clean_signals"}
     stages["clean"] += manifests["clean_signals"].seconds  # clean is two stages: measure the signals, then filter
     return {"command_seconds": seconds, "stages": stages,
             "documents_in": manifests["ingest"].counts["docs_in"], "after_clean": manifests["clean"].counts["kept"],
-            "after_dedup": manifests["dedup"].counts["kept"],
-            "tokenizer": str(manifests["tokenizer"].local_file("tokenizer"))}
+            "after_dedup": manifests["dedup"].counts["kept"]}
 
 
-def run_peer(jsonl: Path, scratch: Path, tokenizer: str, cores: int) -> dict:
+def run_peer(jsonl: Path, scratch: Path, tokenizer: Path, cores: int) -> dict:
+    from tasks.bench.datatrove_peer import filter_arguments
+    from tasks.data.clean import CleanConfig
+
     out = scratch / "datatrove"
     out.mkdir(parents=True, exist_ok=True)
+    filters = out / "filters.json"  # the generated recipe's clean settings are CleanConfig's defaults
+    filters.write_text(json.dumps(filter_arguments(CleanConfig().model_dump())))
     command = [sys.executable, "-m", "tasks.bench.datatrove_peer", str(jsonl.resolve()), str(out.resolve()),
-               "--tokenizer", tokenizer, "--cores", str(cores)]
+               "--tokenizer", str(tokenizer.resolve()), "--cores", str(cores), "--filters", str(filters)]
     seconds = timed_command(command, out / "datatrove.log", env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return {"command_seconds": seconds, **summarise_peer(json.loads((out / "peer.json").read_text()))}
 
@@ -136,7 +147,7 @@ def summarise_peer(peer: dict) -> dict:
             "documents_in": _count(first["stats"][0], "documents"),
             "after_clean": _count(first["stats"][-1], "total"),
             "after_dedup": _count(executors["minhash-filter"]["stats"][-1], "total"),
-            "left_out": peer["left_out"]}
+            "left_out": peer["left_out"], "filter_arguments": peer.get("filter_arguments")}
 
 
 def ratios(ours: dict, peer: dict) -> dict:
@@ -147,21 +158,37 @@ def ratios(ours: dict, peer: dict) -> dict:
     return {"pairs": pairs, "command_ratio": peer["command_seconds"] / ours["command_seconds"]}
 
 
-def compare_with_datatrove(jsonl: Path, scratch: Path, cores: int, overrides: Iterable[str] = ()) -> dict:
-    """Both sides on the JSONL files in `jsonl`, ours first (the peer tokenizes with the tokenizer ours trained)."""
-    ours = run_ours(jsonl, scratch, cores, overrides)
-    peer = run_peer(jsonl, scratch, ours["tokenizer"], cores)
-    return {"input": str(jsonl), "cores": cores, "ours": ours, "datatrove": peer, "ours_only": OURS_ONLY,
-            **ratios(ours, peer)}
+def compare_with_datatrove(jsonl: Path, tokenizer: Path, scratch: Path, cores: int,
+                           overrides: Iterable[str] = (), repeats: int = 1) -> dict:
+    """Both sides on the JSONL files in `jsonl`, each tokenizing with `tokenizer`, taking turns `repeats` times
+    (each turn in fresh folders, so nothing is reused). The result is the turn with the median command ratio, and
+    `runs`: every turn's command seconds and ratios."""
+    turns = []
+    for turn in range(repeats):
+        folder = scratch if repeats == 1 else scratch / f"turn{turn + 1}"
+        ours = run_ours(jsonl, folder, cores, tokenizer, overrides)
+        peer = run_peer(jsonl, folder, tokenizer, cores)
+        turns.append({"ours": ours, "datatrove": peer, **ratios(ours, peer)})
+    median = sorted(turns, key=lambda t: t["command_ratio"])[len(turns) // 2]
+    runs = [{"ours_seconds": t["ours"]["command_seconds"], "datatrove_seconds": t["datatrove"]["command_seconds"],
+             "command_ratio": t["command_ratio"], "stage_ratios": {k: v["ratio"] for k, v in t["pairs"].items()}}
+            for t in turns]
+    return {"input": str(jsonl), "cores": cores, "ours_only": OURS_ONLY, **median, "runs": runs}
 
 
-def bench_against_datatrove(paths: list[Path], workdir: Path, cores: int) -> dict:
-    """The whole bench: a fresh scratch `workdir`, the JSONL made from `paths`, both sides; bench_data.json there."""
+def bench_against_datatrove(paths: list[Path], workdir: Path, cores: int, synthetic_docs: int | None = None,
+                            repeats: int = 1) -> dict:
+    """The whole bench: a fresh scratch `workdir`, the JSONL made from `paths`, both sides; bench_data.json there.
+    `synthetic_docs`: instead of `paths`, that many distinct short documents (6-14 sentences of the bundled corpus,
+    ~1.2 kB; tasks/bench/scale.py), the kind of corpus the clean-speed issue measured at 50,000."""
     from tasks.bench.data_prep import fresh_scratch
+    from tasks.bench.scale import write_corpus
 
     fresh_scratch(workdir)
-    jsonl = bench_jsonl(paths, workdir, cores)
+    if synthetic_docs:
+        paths = write_corpus(workdir / "synthetic", synthetic_docs)
+    jsonl, tokenizer = bench_jsonl(paths, workdir, cores)
     result = {"inputs": [str(p) for p in paths], "input_mb": sum(f.stat().st_size for f in jsonl.glob("*.jsonl")) / 1e6,
-              **compare_with_datatrove(jsonl, workdir, cores)}
+              **compare_with_datatrove(jsonl, tokenizer, workdir, cores, repeats=repeats)}
     (workdir / "bench_data.json").write_text(json.dumps(result, indent=2))
     return result

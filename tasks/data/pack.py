@@ -1,4 +1,5 @@
-"""Tokenize on Ray (one actor per worker loads the tokenizer once) and pack fixed-length blocks, shard by shard.
+"""Tokenize on Ray (Ray tasks on the warm worker pool; each worker process loads the tokenizer once) and pack
+fixed-length blocks, shard by shard.
 
 Each document ends with EOS. Documents go to train or validation by a hash of their id
 (not by block), so no document straddles the split. Blocks hold seq_len + 1 tokens: the
@@ -15,11 +16,10 @@ from tokenizers import Tokenizer
 
 from infra import storage
 from infra.code_hash import stage_code
-from infra.ray_map import cluster_cpus, map_with_actors
-from infra.shard_cache import content_keys, is_complete, link_all
-from infra.stage import Manifest, fingerprint, rebuilding, run_stage
+from infra.shard_cache import cached_map, content_keys
+from infra.stage import Manifest, fingerprint, run_stage
 from tasks.data.shards import shard_paths
-from tasks.data.tokenize_shard import SPLITS, ShardTokenizer, is_validation  # noqa: F401 - is_validation: sft
+from tasks.data.tokenize_shard import SPLITS, is_validation, tokenize_into  # noqa: F401 - is_validation: sft
 from tasks.data.tokenizer import EOS
 
 CODE = stage_code(__name__, libraries=("tokenizers", "numpy", "pyarrow"))
@@ -29,8 +29,6 @@ class PackConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seq_len: int = Field(128, ge=8, le=65536, description="tokens the model sees per sequence")
     val_fraction: float = Field(0.05, gt=0, lt=1, description="share of documents (by id hash) held out")
-    num_actors: int | None = Field(None, ge=1, description="Ray actors that tokenize in parallel; None: one per CPU "
-                                                           "the Ray cluster reports (never more than the shards to do)")
 
 
 def block_files(unit_stats: list[dict]) -> dict[str, str]:
@@ -45,7 +43,7 @@ def summed_counts(unit_stats: list[dict]) -> dict[str, int]:
 
 
 def tokenize_and_pack(deduped: Manifest, tokenizer: Manifest, cfg: PackConfig, workdir: str) -> Manifest:
-    fp = fingerprint("pack", CODE, cfg.model_dump(mode="json", exclude={"num_actors"}),
+    fp = fingerprint("pack", CODE, cfg.model_dump(mode="json"),
                      [deduped.fingerprint, tokenizer.fingerprint])
 
     def build(folder: Path) -> dict:
@@ -56,11 +54,9 @@ def tokenize_and_pack(deduped: Manifest, tokenizer: Manifest, cfg: PackConfig, w
         paths = shard_paths(deduped.root)
         keyed = [(fingerprint("tokenize-shard", CODE, unit_cfg, [vocabulary, key]), p)
                  for key, p in zip(content_keys(paths), paths)]
-        todo = [(key, path) for key, path in dict(keyed).items() if rebuilding() or not is_complete(cache_dir, key)]
-        init = (tokenizer.file("tokenizer"), EOS, cache_dir, cfg.val_fraction, cfg.seq_len)
-        if todo:
-            map_with_actors(ShardTokenizer, init, "tokenize", todo, cfg.num_actors or cluster_cpus(), "tokenize")
-        unit_stats = link_all(keyed, {key for key, _ in todo}, cache_dir)  # unit i's files -> train-0000i.arrow, ...
+        # unit i's files -> train-0000i.arrow, ...
+        unit_stats = cached_map(tokenize_into, keyed, "tokenize", cache_dir, tokenizer=tokenizer.file("tokenizer"),
+                                vocabulary=vocabulary, eos=EOS, **unit_cfg)
         counts = summed_counts(unit_stats)
         for split in SPLITS:
             if counts.get(f"{split}_blocks", 0) == 0:

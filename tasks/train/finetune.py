@@ -11,7 +11,7 @@ from tokenizers import Tokenizer
 from infra.code_hash import stage_code
 from infra.stage import Manifest, file_digest, fingerprint
 from infra.token_files import TokenRowWriter
-from model.lora import LoRAConfig
+from model.config import LoRAConfig
 from model.spec import TrainConfig, TrainSpec
 from tasks.data.labelled import LabelledData, read_labelled, stratified_splits
 from tasks.data.tokenizer import PAD

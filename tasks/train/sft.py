@@ -14,7 +14,7 @@ from infra.code_hash import stage_code
 from infra.files import iter_jsonl
 from infra.stage import Manifest, file_digest, fingerprint
 from infra.token_files import TokenRowWriter
-from model.lora import LoRAConfig
+from model.config import LoRAConfig
 from model.spec import TrainConfig, TrainSpec
 from tasks.data.pack import is_validation
 from tasks.data.tokenizer import EOS, PAD

@@ -64,6 +64,6 @@ def test_seq_len_is_part_of_each_unit_key(ray_local, paragraphs, tokenizer, tmp_
     deduped = deduped_shards(tmp_path / "deduped", dealt(paragraphs, 2))
     first = tokenize_and_pack(deduped, tokenizer, PackConfig(seq_len=32), str(tmp_path))
     shorter = tokenize_and_pack(deduped, tokenizer, PackConfig(seq_len=16), str(tmp_path))
-    again = tokenize_and_pack(deduped, tokenizer, PackConfig(seq_len=32, num_actors=1), str(tmp_path))
+    again = tokenize_and_pack(deduped, tokenizer, PackConfig(seq_len=32), str(tmp_path))
     assert first.counts["units_reused"] == 0 and shorter.counts["units_reused"] == 0
-    assert again.cached and again.fingerprint == first.fingerprint  # the actor count is not part of the output
+    assert again.cached and again.fingerprint == first.fingerprint

@@ -5,7 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
+from tokenizers import Tokenizer
 
+from infra.stage import latest_output
+from tasks.bench.datatrove_peer import filter_arguments
 from tasks.bench.peer_compare import (
     INSTALL,
     PAIRS,
@@ -14,6 +17,8 @@ from tasks.bench.peer_compare import (
     summarise_peer,
     write_jsonl,
 )
+from tasks.data.clean import CleanConfig
+from tasks.data.tokenizer import TokenizerConfig, save_tokenizer, train_bpe
 
 TINY = Path(__file__).resolve().parents[2] / "data" / "tiny"
 
@@ -55,9 +60,15 @@ def test_both_sides_run_on_the_same_jsonl(tmp_path):
     jsonl = tmp_path / "input"
     write_jsonl(tiny_documents(), jsonl, 1)
 
-    result = compare_with_datatrove(jsonl, tmp_path, cores=1, overrides=["tokenizer.vocab_size=512", "pack.seq_len=64"])
+    (tmp_path / "tokenizer").mkdir()
+    save_tokenizer(train_bpe(iter(d["text"] for d in tiny_documents()), TokenizerConfig(vocab_size=512)),
+                   tmp_path / "tokenizer")
+    given = tmp_path / "tokenizer" / "tokenizer.json"
+
+    result = compare_with_datatrove(jsonl, given, tmp_path, cores=1, overrides=["pack.seq_len=64"], repeats=2)
 
     ours, peer = result["ours"], result["datatrove"]
+    assert len(result["runs"]) == 2 and result["command_ratio"] in [run["command_ratio"] for run in result["runs"]]
     assert ours["command_seconds"] > 0 and peer["command_seconds"] > 0
     assert result["command_ratio"] == peer["command_seconds"] / ours["command_seconds"]
     assert set(result["pairs"]) == set(PAIRS)
@@ -67,4 +78,20 @@ def test_both_sides_run_on_the_same_jsonl(tmp_path):
     assert peer["documents_in"] == ours["documents_in"] == 200
     assert 0 < peer["after_dedup"] <= peer["after_clean"] <= 200
     assert any("language ID" in item for item in peer["left_out"])
-    assert (tmp_path / "datatrove" / "tokens").is_dir()  # the peer tokenized with the tokenizer.json ours trained
+    assert (tmp_path / "turn1" / "datatrove" / "tokens").is_dir()  # the peer tokenized with the given tokenizer.json
+    assert peer["filter_arguments"]["C4QualityFilter"]["min_num_sentences"] == CleanConfig().c4.min_sentences
+    used = latest_output(str((tmp_path / "turn2" / "ours" / "work").resolve()), "tokenizer").local_file("tokenizer")
+    assert Tokenizer.from_file(str(used)).get_vocab() == Tokenizer.from_file(str(given)).get_vocab()  # ours too
+
+
+def test_the_peer_filters_take_our_thresholds():
+    pytest.importorskip("datatrove", reason=f"the datatrove peer is a bench-only extra: {INSTALL}")
+    from tasks.bench.datatrove_peer import filter_steps
+
+    clean = CleanConfig(c4={"min_sentences": 4}, fineweb={"max_dup_line_char_frac": 0.05})
+    steps = filter_steps(Path("in"), Path("out"), filter_arguments(clean.model_dump()))
+    by_name = {type(step).__name__: step for step in steps}
+    assert by_name["C4QualityFilter"].min_num_sentences == 4  # datatrove's default is 5
+    assert by_name["FineWebQualityFilter"].char_duplicates_ratio == 0.05  # its default 0.01
+    assert by_name["GopherQualityFilter"].min_doc_words == clean.gopher_quality.min_words
+    assert dict(by_name["GopherRepetitionFilter"].dup_n_grams)[5] == clean.gopher_repetition.max_dup_5gram_char_frac
