@@ -11,7 +11,6 @@ this machine's loopback and Prefect's own database), handed to Prefect as PREFEC
 import atexit
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from flows.server import health_ok
+from infra.launch import free_port
 
 MIN_STARTUP_TIMEOUT_S = 60.0  # a fresh database's migrations on a loaded 2-core machine take most of Prefect's 20 s
 _started: "TemporaryAPI | None" = None
@@ -113,12 +113,6 @@ def serving(api: TemporaryAPI | None) -> Iterator[None]:
             else:
                 os.environ[name] = value
         refresh_global_settings_context()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def builds_data(planned: Iterable[dict]) -> bool:
